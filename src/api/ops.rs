@@ -1,0 +1,77 @@
+//! Operations routes: liveness, readiness, Zaqar's ping, Prometheus metrics and the
+//! OpenAPI document generated from the handlers' annotations.
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde_json::json;
+use utoipa::OpenApi;
+
+use super::AppState;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Herald", description = "Topics, subscriptions and user messages on NATS JetStream"),
+    paths(
+        healthz, readyz, ping, metrics_text,
+        super::topics::create_topic, super::topics::list_topics, super::topics::get_topic,
+        super::topics::update_topic, super::topics::delete_topic, super::topics::topic_stats,
+        super::topics::purge_topic,
+    ),
+    tags((name = "topics", description = "Zaqar v2 topics"), (name = "operations"))
+)]
+pub struct ApiDoc;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Object)))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// NATS is connected and JetStream answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Object), (status = 503, body = super::topics::ErrorOut)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// Zaqar's health ping.
+#[utoipa::path(get, path = "/v2/ping", tag = "operations", responses((status = 204)))]
+async fn ping() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    metrics::gauge!("herald_nats_connected").set(if state.store.is_connected() {
+        1.0
+    } else {
+        0.0
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v2/ping", get(ping).head(ping))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
+}

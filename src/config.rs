@@ -1,0 +1,271 @@
+//! Configuration: embedded defaults, an optional TOML file, then `HERALD_*` environment
+//! variables. Parsed and validated once at start-up into [`Config`].
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// How callers are identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Development: identity comes from `X-Project-ID` / `X-User-ID` / `X-Roles` headers.
+    Noauth,
+    /// `X-Auth-Token` looked up in the tokens file.
+    Tokens,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole configuration. Keys are flat so that every key `k` maps to `HERALD_K`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the REST API listens on.
+    pub listen: SocketAddr,
+    /// NATS server URL(s), comma-separated.
+    pub nats_url: String,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    pub nats_token: Option<String>,
+    /// Path of a NATS `.creds` file.
+    pub nats_creds: Option<PathBuf>,
+    /// Upper bound of any single NATS request made while serving an API call.
+    pub nats_timeout_ms: u64,
+    /// Replicas of every stream and bucket Herald creates (3 on a cluster).
+    pub replicas: usize,
+    pub auth_mode: AuthMode,
+    pub tokens_file: Option<PathBuf>,
+    /// Make the `Client-ID` header mandatory on `/v2`, as Zaqar does.
+    pub require_client_id: bool,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Upper bound of a whole HTTP request, in milliseconds.
+    pub request_timeout_ms: u64,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub require_confirmation: bool,
+    pub signed_url_secret: Option<String>,
+    /// Base URL of links sent to subscribers.
+    pub public_url: String,
+    /// CIDRs the outbound SSRF guard lets through.
+    #[serde(deserialize_with = "de_cidrs")]
+    pub outbound_allow: Vec<IpNet>,
+    /// TTL of user messages, in seconds.
+    pub message_ttl: u64,
+    /// Permitted user messages catalog file; built-in catalog when unset.
+    pub catalog: Option<PathBuf>,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8888".parse().expect("valid default address"),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_creds: None,
+            nats_timeout_ms: 3000,
+            replicas: 1,
+            auth_mode: AuthMode::Noauth,
+            tokens_file: None,
+            require_client_id: false,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            smtp_url: None,
+            mail_from: "herald@localhost".into(),
+            require_confirmation: false,
+            signed_url_secret: None,
+            public_url: "http://127.0.0.1:8888".into(),
+            outbound_allow: Vec::new(),
+            message_ttl: 2_592_000,
+            catalog: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Accepts a list of CIDRs or one comma-separated string (the environment's form).
+fn de_cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::One(s) => s.split(',').map(str::to_owned).collect(),
+        Raw::Many(v) => v,
+    };
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("invalid CIDR {s:?}")))
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then `HERALD_*` variables.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("HERALD_"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| ConfigError::Invalid {
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.auth_mode == AuthMode::Tokens && self.tokens_file.is_none() {
+            return Err(invalid("tokens_file", "required when auth_mode = tokens"));
+        }
+        if self.require_confirmation && self.signed_url_secret.is_none() {
+            return Err(invalid(
+                "signed_url_secret",
+                "required when require_confirmation = true",
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(invalid("replicas", "must be 1..=5"));
+        }
+        if self.nats_timeout_ms == 0 || self.request_timeout_ms == 0 {
+            return Err(invalid("nats_timeout_ms", "timeouts must be positive"));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        if self.message_ttl == 0 {
+            return Err(invalid("message_ttl", "must be positive"));
+        }
+        Ok(())
+    }
+
+    pub fn nats_timeout(&self) -> Duration {
+        Duration::from_millis(self.nats_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+fn mask(secret: &Option<String>) -> &'static str {
+    if secret.is_some() {
+        "\"***\""
+    } else {
+        "none"
+    }
+}
+
+/// Prints the effective configuration with secrets masked.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("nats_url", &self.nats_url)
+            .field("nats_user", &self.nats_user)
+            .field(
+                "nats_password",
+                &format_args!("{}", mask(&self.nats_password)),
+            )
+            .field("nats_token", &format_args!("{}", mask(&self.nats_token)))
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_timeout_ms", &self.nats_timeout_ms)
+            .field("replicas", &self.replicas)
+            .field("auth_mode", &self.auth_mode)
+            .field("tokens_file", &self.tokens_file)
+            .field("require_client_id", &self.require_client_id)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("smtp_url", &self.smtp_url.as_deref().map(mask_url))
+            .field("mail_from", &self.mail_from)
+            .field("require_confirmation", &self.require_confirmation)
+            .field(
+                "signed_url_secret",
+                &format_args!("{}", mask(&self.signed_url_secret)),
+            )
+            .field("public_url", &self.public_url)
+            .field("outbound_allow", &self.outbound_allow)
+            .field("message_ttl", &self.message_ttl)
+            .field("catalog", &self.catalog)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Hides the password part of `scheme://user:password@host`.
+fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &url[..s + 3 + c], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_for_local_development() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8888");
+        assert_eq!(c.message_ttl, 2_592_000);
+    }
+
+    #[test]
+    fn cidrs_parse_from_a_comma_separated_string() {
+        let c: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(("outbound_allow", "127.0.0.0/8, ::1"))
+            .extract()
+            .unwrap();
+        assert_eq!(c.outbound_allow.len(), 2);
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_printed_config() {
+        let c = Config {
+            nats_password: Some("hunter2".into()),
+            smtp_url: Some("smtp://u:pw@127.0.0.1:25".into()),
+            ..Config::default()
+        };
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("pw@"));
+        assert!(printed.contains("u:***@127.0.0.1:25"));
+    }
+}

@@ -1,0 +1,20 @@
+//! Domain types that parse and validate once, at the edge of the API.
+
+mod names;
+mod retry_policy;
+pub mod topic_metadata;
+
+pub use names::{ProjectId, TopicName};
+pub use retry_policy::{BackoffFunction, RetryPolicy};
+pub use topic_metadata::{Protocol, TopicMetadata};
+
+/// A validation failure, with a message meant for the API caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}

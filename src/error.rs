@@ -1,0 +1,187 @@
+//! The API's error types: [`ApiError`] for `/v2` (Zaqar's `{"title", "description"}`) and
+//! [`CinderError`] for `/v3` (`{"itemNotFound": {"code", "message"}}`). Each maps to a status
+//! and a stable body; internal failures are logged once here and answered opaquely.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+use crate::{domain::Invalid, store::StoreError};
+
+/// An error of the Zaqar-style `/v2` API (and of the operations routes).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Zaqar's titles.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "Invalid API request",
+            Self::Unauthorized(_) | Self::Forbidden(_) => "Not authorized",
+            Self::NotFound(_) => "Not found",
+            Self::MethodNotAllowed(_) => "Method not allowed",
+            Self::Conflict(_) => "Resource conflict",
+            Self::PayloadTooLarge(_) => "Request body too large",
+            Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::Unavailable(_) => "Service temporarily unavailable",
+            Self::Internal(_) => "Internal server error",
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::NotFound("The requested resource could not be found.".into())
+    }
+
+    pub fn topic_not_found() -> Self {
+        Self::NotFound("Topic could not be found.".into())
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        Self::BadRequest(e.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::not_found(),
+            StoreError::Conflict(msg) => Self::Conflict(msg),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "store unavailable");
+                Self::Unavailable(
+                    "NATS JetStream is not reachable right now; nothing was changed. Retry later."
+                        .into(),
+                )
+            }
+            StoreError::Corrupt { .. } => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let description = match &self {
+            Self::Internal(e) => {
+                tracing::error!(error.cause_chain = ?e, error.message = %e, "internal error");
+                "An unexpected error prevented the server from fulfilling your request.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({ "title": self.title(), "description": description });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// An error of the Cinder-style `/v3` API.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CinderError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl CinderError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// Cinder's fault names by status.
+    fn kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 => "badRequest",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "itemNotFound",
+            405 => "badMethod",
+            406 => "notAcceptable",
+            409 => "conflictingRequest",
+            413 => "overLimit",
+            415 => "badMediaType",
+            503 => "serviceUnavailable",
+            _ => "computeFault",
+        }
+    }
+}
+
+impl From<StoreError> for CinderError {
+    fn from(e: StoreError) -> Self {
+        match ApiError::from(e) {
+            ApiError::Internal(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server has either erred or is incapable of performing the requested operation.",
+            ),
+            other => Self::new(other.status(), other.to_string()),
+        }
+    }
+}
+
+impl From<ApiError> for CinderError {
+    fn from(e: ApiError) -> Self {
+        let status = e.status();
+        Self::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for CinderError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({ self.kind(): { "code": self.status.as_u16(), "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}

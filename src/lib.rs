@@ -1,0 +1,12 @@
+//! Herald: topics, subscriptions and user messages on NATS JetStream.
+//! `main.rs` parses the command line and calls [`startup::Application`].
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod shutdown;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

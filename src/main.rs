@@ -1,0 +1,93 @@
+//! The `herald` binary: parse the command line, load config, start tracing, run.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use herald::{
+    config::Config,
+    startup::{Application, Roles},
+};
+
+/// Herald: publish to topics, deliver to every subscription; Cinder-style user messages.
+///
+/// Configuration: defaults, then the --config TOML file, then HERALD_* environment
+/// variables (HERALD_LISTEN, HERALD_NATS_URL, HERALD_AUTH_MODE, HERALD_TOKENS_FILE, ...).
+#[derive(Parser)]
+#[command(name = "herald", version)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the delivery workers (the default).
+    Serve {
+        /// Only the REST API, no delivery workers.
+        #[arg(long, conflicts_with = "workers_only")]
+        api_only: bool,
+        /// Only the delivery workers, no REST API.
+        #[arg(long)]
+        workers_only: bool,
+    },
+    /// Print the effective configuration and exit.
+    Config,
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let roles = match cli.command.unwrap_or(Command::Serve {
+        api_only: false,
+        workers_only: false,
+    }) {
+        Command::Config => {
+            println!("{config:#?}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Openapi => {
+            use utoipa::OpenApi;
+            println!(
+                "{}",
+                herald::api::ApiDoc::openapi()
+                    .to_pretty_json()
+                    .unwrap_or_default()
+            );
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Serve {
+            api_only,
+            workers_only,
+        } => Roles {
+            api: !workers_only,
+            workers: !api_only,
+        },
+    };
+    herald::telemetry::init_tracing(config.log_format);
+    tracing::info!(config = ?config, "effective configuration");
+    let result = async {
+        let app = Application::build(config, roles).await?;
+        app.run(herald::shutdown::token_on_signal()).await
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, error.message = %e, "herald failed");
+            eprintln!("herald: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Builds and runs the application: binds the listener first (so the real port is known),
+//! connects the store, then serves the API and runs background tasks until shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    api::{self, AppState},
+    auth::Authenticator,
+    config::Config,
+    store::Store,
+    telemetry,
+};
+
+/// Which parts of Herald this process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub api: bool,
+    pub workers: bool,
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Self {
+            api: true,
+            workers: true,
+        }
+    }
+}
+
+pub struct Application {
+    listener: Option<TcpListener>,
+    state: AppState,
+    roles: Roles,
+}
+
+impl Application {
+    /// Binds and connects; fails on a bad config, a taken port or an unreadable tokens file.
+    pub async fn build(config: Config, roles: Roles) -> anyhow::Result<Self> {
+        let listener = if roles.api {
+            Some(
+                TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("failed to bind {}", config.listen))?,
+            )
+        } else {
+            None
+        };
+        let auth = Authenticator::new(config.auth_mode, config.tokens_file.clone())
+            .context("failed to load the tokens file")?;
+        let store = Store::connect(&config)
+            .await
+            .context("failed to set up the NATS connection")?;
+        let state = AppState {
+            store,
+            auth,
+            config: Arc::new(config),
+            metrics: telemetry::metrics_handle(),
+        };
+        Ok(Self {
+            listener,
+            state,
+            roles,
+        })
+    }
+
+    /// The bound API port (0 when the API is not run).
+    pub fn port(&self) -> u16 {
+        self.listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port())
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Runs until `shutdown` is cancelled and every task has finished.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tasks = TaskTracker::new();
+        tasks.spawn(reconcile(self.state.store.clone(), shutdown.clone()));
+        #[cfg(unix)]
+        tasks.spawn(reload_tokens_on_sighup(
+            self.state.auth.clone(),
+            shutdown.clone(),
+        ));
+        let _ = self.roles.workers;
+        if let Some(listener) = self.listener {
+            let app = api::router(self.state.clone());
+            tracing::info!(address = %listener.local_addr()?, "API listening");
+            let token = shutdown.clone();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .context("HTTP server failed")?;
+        } else {
+            shutdown.cancelled().await;
+        }
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Repairs topics left half-done by a crash; retries until NATS answers.
+async fn reconcile(store: Store, shutdown: CancellationToken) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store.reconcile_topics().await {
+            Ok((repaired, removed)) => {
+                tracing::info!(repaired, removed, "topics reconciled");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "reconciliation postponed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(unix)]
+async fn reload_tokens_on_sighup(auth: Authenticator, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => match auth.reload() {
+                Ok(n) => tracing::info!(tokens = n, "tokens file reloaded"),
+                Err(e) => tracing::error!(error = %e, "tokens file reload failed; keeping the old tokens"),
+            },
+        }
+    }
+}

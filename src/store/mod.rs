@@ -1,0 +1,156 @@
+//! All access to NATS JetStream: connection, buckets and streams. Nothing outside `store`
+//! talks to NATS for state; handlers and workers call the functions here.
+
+mod scan;
+pub mod topics;
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::{
+    jetstream::{self, kv},
+    Client,
+};
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+
+pub use scan::scan_latest;
+
+/// Bucket holding topic metadata, key `{project}.{topic}`.
+pub const TOPICS_BUCKET: &str = "herald_topics";
+
+/// A failure of the store, already classified for the API.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// NATS or JetStream did not answer, or answered with an error: the caller may retry.
+    #[error("NATS JetStream is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("not found")]
+    NotFound,
+    /// A compare-and-set lost against a concurrent writer.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Stored data that Herald cannot read: a bug or a manual edit.
+    #[error("corrupt record {key}: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Classifies any NATS error as unavailability (503 at the API, never 500).
+pub(crate) fn nats<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+/// Handles on the buckets, created on first use so Herald starts while NATS is down.
+#[derive(Clone)]
+struct Buckets {
+    topics: kv::Store,
+    topics_stream: jetstream::stream::Stream,
+}
+
+/// The JetStream-backed store, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    js: jetstream::Context,
+    replicas: usize,
+    buckets: Arc<OnceCell<Buckets>>,
+}
+
+impl Store {
+    /// Connects to NATS. Returns at once even when NATS is down: the client keeps trying,
+    /// `/readyz` reports it and API calls answer 503 meanwhile.
+    pub async fn connect(config: &Config) -> Result<Self, async_nats::ConnectError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name("herald")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .request_timeout(Some(config.nats_timeout()))
+            .event_callback(|event| async move {
+                tracing::info!(%event, "nats connection event");
+            });
+        if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
+            opts = opts.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &config.nats_token {
+            opts = opts.token(token.clone());
+        }
+        if let Some(creds) = &config.nats_creds {
+            opts = opts.credentials_file(creds).await?;
+        }
+        let urls: Vec<&str> = config.nats_url.split(',').map(str::trim).collect();
+        let client = opts.connect(urls).await?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.nats_timeout())
+            .build(client.clone());
+        Ok(Self {
+            client,
+            js,
+            replicas: config.replicas,
+            buckets: Arc::new(OnceCell::new()),
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Readiness: connected, and JetStream answers an account request.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        if !self.is_connected() {
+            return Err(StoreError::Unavailable("not connected to NATS".into()));
+        }
+        self.js.query_account().await.map_err(nats)?;
+        self.buckets().await?;
+        Ok(())
+    }
+
+    async fn buckets(&self) -> Result<&Buckets, StoreError> {
+        if !self.is_connected() {
+            // Fail fast instead of waiting for the request timeout.
+            return Err(StoreError::Unavailable("not connected to NATS".into()));
+        }
+        self.buckets
+            .get_or_try_init(|| async {
+                let topics = self
+                    .kv_bucket(kv::Config {
+                        bucket: TOPICS_BUCKET.into(),
+                        description: "Herald topic metadata, key {project}.{topic}".into(),
+                        history: 1,
+                        ..Default::default()
+                    })
+                    .await?;
+                let topics_stream = self
+                    .js
+                    .get_stream(format!("KV_{TOPICS_BUCKET}"))
+                    .await
+                    .map_err(nats)?;
+                Ok(Buckets {
+                    topics,
+                    topics_stream,
+                })
+            })
+            .await
+    }
+
+    /// Gets a bucket, creating it with `config` when missing.
+    async fn kv_bucket(&self, mut config: kv::Config) -> Result<kv::Store, StoreError> {
+        match self.js.get_key_value(config.bucket.clone()).await {
+            Ok(store) => Ok(store),
+            Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
+                config.num_replicas = self.replicas;
+                config.storage = jetstream::stream::StorageType::File;
+                self.js.create_key_value(config).await.map_err(nats)
+            }
+            Err(e) => Err(nats(e)),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Reads the latest message of every subject under a filter: how a KV "directory"
+//! (`{project}.>`) is listed without touching other projects' keys.
+
+use async_nats::jetstream::{
+    consumer::{pull, DeliverPolicy, ReplayPolicy},
+    stream::Stream,
+    Message,
+};
+use futures::StreamExt;
+
+use super::{nats, StoreError};
+
+/// Latest live message per subject matching `filter` (deleted, purged and expired keys
+/// are skipped). Costs O(matching subjects), not O(stream).
+pub async fn scan_latest(stream: &Stream, filter: String) -> Result<Vec<Message>, StoreError> {
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await
+        .map_err(nats)?;
+    let pending = consumer.cached_info().num_pending as usize;
+    let mut out = Vec::with_capacity(pending);
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(nats)?;
+    let mut seen = 0;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(nats)?;
+        seen += 1;
+        let remaining = message.info().map(|i| i.pending).unwrap_or(0);
+        if is_live(&message) {
+            out.push(message);
+        }
+        if remaining == 0 || seen >= pending {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// A KV tombstone (delete/purge) or a TTL delete marker is not a live value.
+fn is_live(message: &Message) -> bool {
+    let Some(headers) = message.headers.as_ref() else {
+        return true;
+    };
+    let op = headers.get("KV-Operation").map(|v| v.as_str());
+    !matches!(op, Some("DEL") | Some("PURGE")) && headers.get("Nats-Marker-Reason").is_none()
+}

@@ -1,0 +1,411 @@
+//! Topics: metadata in the `herald_topics` KV bucket (its one home, revision-checked),
+//! messages in one JetStream stream per topic.
+//!
+//! Crash consistency comes from ordering: create writes the record, then the stream;
+//! delete removes the stream, then the record. So a stream never outlives its record
+//! except for a moment, and a record without a stream is repaired (stream re-created)
+//! by the next PUT and by start-up reconciliation.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_nats::jetstream::{
+    self,
+    context::GetStreamErrorKind,
+    kv,
+    stream::{RetentionPolicy, StorageType},
+};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{nats, scan_latest, Store, StoreError};
+use crate::domain::{topic_metadata::MAX_MESSAGE_TTL_SECS, ProjectId, TopicMetadata, TopicName};
+
+/// Prefix of every topic stream's name.
+pub const TOPIC_STREAM_PREFIX: &str = "HERALD_TOPIC_";
+/// How long JetStream remembers `Nats-Msg-Id`s for idempotent publishing.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The subject a topic's messages are published on (public contract).
+pub fn topic_subject(project: &ProjectId, topic: &TopicName) -> String {
+    format!("herald.topics.{project}.{topic}")
+}
+
+/// Stream names cannot hold dots and are length-limited, so they are a digest of
+/// (project, topic); the stream's metadata names both for operators.
+pub fn stream_name(project: &ProjectId, topic: &TopicName) -> String {
+    let digest = Sha256::digest(format!("{project}/{topic}"));
+    format!("{TOPIC_STREAM_PREFIX}{}", hex::encode_upper(&digest[..16]))
+}
+
+fn key(project: &ProjectId, topic: &TopicName) -> String {
+    format!("{project}.{topic}")
+}
+
+/// What the bucket stores for a topic.
+#[derive(Debug, Serialize, Deserialize)]
+struct TopicRecord {
+    project: String,
+    name: String,
+    metadata: Map<String, Value>,
+}
+
+/// A topic as read from the store, with the revision needed to update it.
+#[derive(Debug, Clone)]
+pub struct Topic {
+    pub name: TopicName,
+    pub metadata: TopicMetadata,
+    pub revision: u64,
+}
+
+/// One end of a topic's message range.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageMark {
+    pub id: Option<String>,
+    pub created: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TopicStats {
+    pub messages: u64,
+    pub oldest: Option<MessageMark>,
+    pub newest: Option<MessageMark>,
+    pub subscriptions: u64,
+    /// Messages not yet acked by each subscription, summed.
+    pub pending: u64,
+    /// Messages given up on, across the topic's subscriptions.
+    pub dead_letters: u64,
+}
+
+fn to_chrono(t: time::OffsetDateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(t.unix_timestamp_nanos() as i64)
+}
+
+fn decode(key: &str, payload: &[u8]) -> Result<TopicRecord, StoreError> {
+    serde_json::from_slice(payload).map_err(|source| StoreError::Corrupt {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn parse_record(key: &str, payload: &[u8], revision: u64) -> Result<Topic, StoreError> {
+    let record = decode(key, payload)?;
+    let corrupt = |msg: String| StoreError::Corrupt {
+        key: key.to_owned(),
+        source: serde::de::Error::custom(msg),
+    };
+    Ok(Topic {
+        name: TopicName::parse(&record.name).map_err(|e| corrupt(e.0))?,
+        metadata: TopicMetadata::parse(Value::Object(record.metadata)).map_err(|e| corrupt(e.0))?,
+        revision,
+    })
+}
+
+impl Store {
+    fn topic_stream_config(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> jetstream::stream::Config {
+        jetstream::stream::Config {
+            name: stream_name(project, topic),
+            description: Some(format!("Herald topic {project}/{topic}")),
+            subjects: vec![topic_subject(project, topic)],
+            retention: RetentionPolicy::Interest,
+            storage: StorageType::File,
+            max_age: Duration::from_secs(MAX_MESSAGE_TTL_SECS),
+            allow_message_ttl: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: self.replicas,
+            metadata: HashMap::from([
+                ("herald.project".to_owned(), project.to_string()),
+                ("herald.topic".to_owned(), topic.to_string()),
+            ]),
+            ..Default::default()
+        }
+    }
+
+    /// Creates the topic's stream if it is missing (idempotent repair step).
+    async fn ensure_topic_stream(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<(), StoreError> {
+        self.js
+            .get_or_create_stream(self.topic_stream_config(project, topic))
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+
+    /// Creates a topic. Returns `false` when it already existed (its metadata unchanged).
+    pub async fn create_topic(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        metadata: TopicMetadata,
+    ) -> Result<bool, StoreError> {
+        let kv = &self.buckets().await?.topics;
+        let record = TopicRecord {
+            project: project.to_string(),
+            name: topic.to_string(),
+            metadata: metadata.into_map(),
+        };
+        let payload = serde_json::to_vec(&record).expect("a JSON map serialises");
+        let created = match kv.create(key(project, topic), payload.into()).await {
+            Ok(_) => true,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
+            Err(e) => return Err(nats(e)),
+        };
+        if let Err(e) = self.ensure_topic_stream(project, topic).await {
+            if created {
+                // Undo so the caller's retry starts clean; if this fails too,
+                // reconciliation creates the stream later.
+                let _ = kv.purge(key(project, topic)).await;
+            }
+            return Err(e);
+        }
+        Ok(created)
+    }
+
+    pub async fn get_topic(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<Option<Topic>, StoreError> {
+        let kv = &self.buckets().await?.topics;
+        let k = key(project, topic);
+        match kv.entry(k.clone()).await.map_err(nats)? {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                parse_record(&k, &entry.value, entry.revision).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every topic of `project`, sorted by name. Reads only that project's keys.
+    pub async fn list_topics(&self, project: &ProjectId) -> Result<Vec<Topic>, StoreError> {
+        let buckets = self.buckets().await?;
+        let prefix = format!("$KV.{}.", super::TOPICS_BUCKET);
+        let messages = scan_latest(&buckets.topics_stream, format!("{prefix}{project}.>")).await?;
+        let mut topics = messages
+            .iter()
+            .map(|m| {
+                let k = m
+                    .subject
+                    .strip_prefix(prefix.as_str())
+                    .unwrap_or(&m.subject);
+                let revision = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                parse_record(k, &m.payload, revision)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// Replaces the metadata if the topic is still at `revision`.
+    pub async fn update_topic_metadata(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        metadata: TopicMetadata,
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        let kv = &self.buckets().await?.topics;
+        let record = TopicRecord {
+            project: project.to_string(),
+            name: topic.to_string(),
+            metadata: metadata.into_map(),
+        };
+        let payload = serde_json::to_vec(&record).expect("a JSON map serialises");
+        match kv
+            .update(key(project, topic), payload.into(), revision)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(
+                StoreError::Conflict("the topic was updated concurrently; retry".into()),
+            ),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    /// Deletes a topic and everything under it. Absent topics are fine.
+    pub async fn delete_topic(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<(), StoreError> {
+        let kv = &self.buckets().await?.topics;
+        self.delete_stream_if_present(&stream_name(project, topic))
+            .await?;
+        kv.purge(key(project, topic)).await.map_err(nats)?;
+        Ok(())
+    }
+
+    async fn delete_stream_if_present(&self, name: &str) -> Result<(), StoreError> {
+        match self.js.delete_stream(name).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("stream not found") => Ok(()),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    async fn topic_stream(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<Option<jetstream::stream::Stream>, StoreError> {
+        match self.js.get_stream(stream_name(project, topic)).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    /// Drops the topic's messages and/or subscriptions (consumers).
+    pub async fn purge_topic(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        messages: bool,
+        subscriptions: bool,
+    ) -> Result<(), StoreError> {
+        let Some(stream) = self.topic_stream(project, topic).await? else {
+            // Record without stream: repair, and there is nothing to purge.
+            return self.ensure_topic_stream(project, topic).await;
+        };
+        if subscriptions {
+            let names: Vec<String> = stream.consumer_names().try_collect().await.map_err(nats)?;
+            for name in names {
+                stream.delete_consumer(&name).await.map_err(nats)?;
+            }
+        }
+        if messages {
+            stream.purge().await.map_err(nats)?;
+        }
+        Ok(())
+    }
+
+    pub async fn topic_stats(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<TopicStats, StoreError> {
+        let Some(mut stream) = self.topic_stream(project, topic).await? else {
+            return Ok(TopicStats::default());
+        };
+        let state = stream.info().await.map_err(nats)?.state.clone();
+        let mut stats = TopicStats {
+            messages: state.messages,
+            ..Default::default()
+        };
+        if state.messages > 0 {
+            stats.oldest = self
+                .mark(&stream, state.first_sequence, state.first_timestamp)
+                .await;
+            stats.newest = self
+                .mark(&stream, state.last_sequence, state.last_timestamp)
+                .await;
+        }
+        let mut consumers = stream.consumers();
+        while let Some(info) = consumers.try_next().await.map_err(nats)? {
+            stats.subscriptions += 1;
+            stats.pending += info.num_pending + info.num_ack_pending as u64;
+        }
+        Ok(stats)
+    }
+
+    async fn mark(
+        &self,
+        stream: &jetstream::stream::Stream,
+        seq: u64,
+        fallback: time::OffsetDateTime,
+    ) -> Option<MessageMark> {
+        match stream.get_raw_message(seq).await {
+            Ok(m) => Some(MessageMark {
+                id: m
+                    .headers
+                    .get(async_nats::header::NATS_MESSAGE_ID)
+                    .map(|v| v.to_string()),
+                created: to_chrono(m.time),
+            }),
+            Err(_) => Some(MessageMark {
+                id: None,
+                created: to_chrono(fallback),
+            }),
+        }
+    }
+
+    /// Start-up repair: every topic record gets its stream; streams with no record
+    /// (left by a crash during delete) are removed.
+    pub async fn reconcile_topics(&self) -> Result<(usize, usize), StoreError> {
+        let buckets = self.buckets().await?;
+        let prefix = format!("$KV.{}.", super::TOPICS_BUCKET);
+        let records = scan_latest(&buckets.topics_stream, format!("{prefix}>")).await?;
+        let mut wanted = std::collections::HashSet::new();
+        let mut repaired = 0;
+        for m in &records {
+            let k = m
+                .subject
+                .strip_prefix(prefix.as_str())
+                .unwrap_or(&m.subject);
+            let Ok(record) = decode(k, &m.payload) else {
+                tracing::warn!(key = k, "unreadable topic record left alone");
+                continue;
+            };
+            let (Ok(project), Ok(topic)) = (
+                ProjectId::parse(&record.project),
+                TopicName::parse(&record.name),
+            ) else {
+                continue;
+            };
+            let name = stream_name(&project, &topic);
+            if self.topic_stream(&project, &topic).await?.is_none() {
+                self.ensure_topic_stream(&project, &topic).await?;
+                repaired += 1;
+            }
+            wanted.insert(name);
+        }
+        let names: Vec<String> = self.js.stream_names().try_collect().await.map_err(nats)?;
+        let mut removed = 0;
+        for name in names {
+            if name.starts_with(TOPIC_STREAM_PREFIX)
+                && !wanted.contains(&name)
+                && self.is_orphan_stream(&name).await?
+            {
+                self.delete_stream_if_present(&name).await?;
+                removed += 1;
+            }
+        }
+        Ok((repaired, removed))
+    }
+
+    /// Checks again, just before deleting, that no record owns the stream: a topic created
+    /// by another process after the scan must survive.
+    async fn is_orphan_stream(&self, name: &str) -> Result<bool, StoreError> {
+        let mut stream = match self.js.get_stream(name).await {
+            Ok(s) => s,
+            Err(_) => return Ok(false),
+        };
+        let meta = stream.info().await.map_err(nats)?.config.metadata.clone();
+        let owner = meta
+            .get("herald.project")
+            .and_then(|p| ProjectId::parse(p).ok())
+            .zip(
+                meta.get("herald.topic")
+                    .and_then(|t| TopicName::parse(t).ok()),
+            );
+        match owner {
+            Some((project, topic)) => Ok(self.get_topic(&project, &topic).await?.is_none()),
+            None => Ok(false),
+        }
+    }
+}
