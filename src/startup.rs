@@ -10,9 +10,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api::{self, AppState},
     auth::Authenticator,
+    catalog::Catalog,
     config::Config,
     store::Store,
     telemetry,
+    user_messages::{self, UserMessages},
 };
 
 /// Which parts of Herald this process runs.
@@ -51,14 +53,22 @@ impl Application {
         };
         let auth = Authenticator::new(config.auth_mode, config.tokens_file.clone())
             .context("failed to load the tokens file")?;
+        let catalog = Catalog::load(config.catalog.as_deref())
+            .context("failed to load the user messages catalog")?;
         let store = Store::connect(&config)
             .await
             .context("failed to set up the NATS connection")?;
+        let user_messages = UserMessages::new(
+            store.clone(),
+            Arc::new(catalog),
+            Duration::from_secs(config.message_ttl),
+        );
         let state = AppState {
             store,
             auth,
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
+            user_messages,
         };
         Ok(Self {
             listener,
@@ -86,6 +96,11 @@ impl Application {
         #[cfg(unix)]
         tasks.spawn(reload_tokens_on_sighup(
             self.state.auth.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(user_messages::serve_nats(
+            self.state.user_messages.clone(),
+            self.state.store.client().clone(),
             shutdown.clone(),
         ));
         let _ = self.roles.workers;

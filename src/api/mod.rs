@@ -4,6 +4,7 @@
 pub mod extract;
 mod ops;
 mod topics;
+mod user_messages;
 
 use std::{sync::Arc, time::Instant};
 
@@ -23,6 +24,7 @@ use crate::{
     config::Config,
     error::{ApiError, CinderError},
     store::Store,
+    user_messages::UserMessages,
 };
 
 pub use ops::ApiDoc;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
+    /// The one create path of user messages (catalog + store).
+    pub user_messages: UserMessages,
 }
 
 /// The request id of the current request (`req-<uuid>`), as Cinder and Zaqar name them.
@@ -46,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(topics::router())
+        .merge(user_messages::router())
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -58,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
+        .layer(middleware::from_fn(user_messages::cinder_headers))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -3,6 +3,7 @@
 
 mod scan;
 pub mod topics;
+pub mod user_messages;
 
 use std::{sync::Arc, time::Duration};
 
@@ -49,6 +50,8 @@ pub(crate) fn nats<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreE
 struct Buckets {
     topics: kv::Store,
     topics_stream: jetstream::stream::Stream,
+    user_messages: kv::Store,
+    user_messages_stream: jetstream::stream::Stream,
 }
 
 /// The JetStream-backed store, cheap to clone.
@@ -133,9 +136,17 @@ impl Store {
                     .get_stream(format!("KV_{TOPICS_BUCKET}"))
                     .await
                     .map_err(nats)?;
+                let user_messages = self.kv_bucket(user_messages::bucket_config()).await?;
+                let user_messages_stream = self
+                    .js
+                    .get_stream(format!("KV_{}", user_messages::USER_MESSAGES_BUCKET))
+                    .await
+                    .map_err(nats)?;
                 Ok(Buckets {
                     topics,
                     topics_stream,
+                    user_messages,
+                    user_messages_stream,
                 })
             })
             .await
