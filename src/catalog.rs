@@ -222,8 +222,9 @@ fn check_text(s: &Spanned<String>, what: &str) -> Result<String, At> {
 fn check_level(level: &Option<Spanned<String>>) -> Result<Level, At> {
     match level {
         None => Ok(Level::Error),
-        Some(l) => Level::parse(l.get_ref())
-            .ok_or_else(|| at(l, "level must be ERROR, WARNING or INFO")),
+        Some(l) => {
+            Level::parse(l.get_ref()).ok_or_else(|| at(l, "level must be ERROR, WARNING or INFO"))
+        }
     }
 }
 
@@ -233,7 +234,10 @@ fn check_name(s: &Spanned<String>, what: &str) -> Result<String, At> {
     } else {
         Err(at(
             s,
-            format!("{what} {:?} must match [A-Z][A-Z0-9_]{{0,254}}", s.get_ref()),
+            format!(
+                "{what} {:?} must match [A-Z][A-Z0-9_]{{0,254}}",
+                s.get_ref()
+            ),
         ))
     }
 }
@@ -308,7 +312,10 @@ impl Catalog {
                 return Err(at(&t.prefix, "prefix must match [A-Z0-9]{1,32}"));
             }
             if tables.iter().any(|x| &x.prefix == prefix) {
-                return Err(at(&t.prefix, format!("table prefix {prefix} is used twice")));
+                return Err(at(
+                    &t.prefix,
+                    format!("table prefix {prefix} is used twice"),
+                ));
             }
             if t.resource_types.get_ref().is_empty() {
                 return Err(at(&t.resource_types, "resource_types must not be empty"));
@@ -484,11 +491,20 @@ resource_types = ["VOLUME", "VOLUME_SNAPSHOT"]
         assert_eq!(e.level, Level::Error);
         let (id, e) = c.compose_any("VOLUME", "001", "001").unwrap();
         assert_eq!(id, "VOLUME_VOLUME_001_001");
-        assert_eq!(e.message, "schedule allocate volume:An unknown error occurred.");
+        assert_eq!(
+            e.message,
+            "schedule allocate volume:An unknown error occurred."
+        );
         assert!(c.lookup("VOLUME_BACKUP_001_001").is_none(), "unlisted type");
-        assert!(c.lookup("VOLUME_VOLUME_003_001").is_none(), "unknown action");
+        assert!(
+            c.lookup("VOLUME_VOLUME_003_001").is_none(),
+            "unknown action"
+        );
         assert!(c.compose_any("VOLUME", "001", "999").is_none());
-        assert_eq!(c.lookup("BILLING_INVOICE_001_001").unwrap().level, Level::Warning);
+        assert_eq!(
+            c.lookup("BILLING_INVOICE_001_001").unwrap().level,
+            Level::Warning
+        );
         assert_eq!(c.len(), 1 + 2 * 2 * 2);
     }
 
@@ -525,8 +541,9 @@ resource_types = ["VOLUME", "VOLUME_SNAPSHOT"]
         assert_eq!(line, 7);
         assert!(reason.contains("event id"), "{reason}");
 
-        let (line, reason) =
-            error_line("[[event]]\nid = \"A\"\nmessage = \"m\"\nlevel = \"LOUD\"\nresource_type = \"X\"\n");
+        let (line, reason) = error_line(
+            "[[event]]\nid = \"A\"\nmessage = \"m\"\nlevel = \"LOUD\"\nresource_type = \"X\"\n",
+        );
         assert_eq!(line, 4);
         assert!(reason.contains("level"), "{reason}");
 
@@ -542,7 +559,8 @@ resource_types = ["VOLUME", "VOLUME_SNAPSHOT"]
         assert_eq!(line, 5);
         assert!(reason.contains("three digits"), "{reason}");
 
-        let (line, reason) = error_line("[[event]]\nid = \"A\"\nmessage = \"   \"\nresource_type = \"X\"\n");
+        let (line, reason) =
+            error_line("[[event]]\nid = \"A\"\nmessage = \"   \"\nresource_type = \"X\"\n");
         assert_eq!(line, 3);
         assert!(reason.contains("empty"), "{reason}");
     }

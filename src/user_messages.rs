@@ -195,9 +195,7 @@ impl UserMessages {
         let request_id = match req.request_id {
             None => format!("req-{}", Uuid::new_v4()),
             Some(r) if r.is_empty() || r.chars().count() > MAX_ID_CHARS || !printable(&r) => {
-                return Err(invalid(
-                    "request_id must be 1 to 255 printable characters.",
-                ))
+                return Err(invalid("request_id must be 1 to 255 printable characters."))
             }
             Some(r) => r,
         };
@@ -291,6 +289,8 @@ pub async fn serve_nats(service: UserMessages, client: Client, shutdown: Cancell
         })
         .await;
     let _ = client.flush().await;
-    tracing::info!(subject = CREATE_SUBJECT, "stopped serving user message creation");
+    tracing::info!(
+        subject = CREATE_SUBJECT,
+        "stopped serving user message creation"
+    );
 }
-

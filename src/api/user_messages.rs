@@ -256,7 +256,10 @@ async fn list_versions(State(state): State<AppState>, headers: HeaderMap) -> Res
 #[utoipa::path(get, path = "/v3/", tag = "user messages",
     responses((status = 200, body = VersionsOut)))]
 async fn show_v3_version(State(state): State<AppState>, headers: HeaderMap) -> Json<VersionsOut> {
-    Json(versions_document(&base_url(&headers, &state.config.public_url)))
+    Json(versions_document(&base_url(
+        &headers,
+        &state.config.public_url,
+    )))
 }
 
 // ---------------------------------------------------------------- identity and scope
@@ -541,7 +544,12 @@ impl ListParams {
     /// Cinder's rules for `limit`, `marker`, `offset`, `sort`/`sort_key`/`sort_dir` and
     /// the message filters (unknown filters: 400 for non-admins, ignored for admins).
     fn parse(pairs: &[(String, String)], is_admin: bool) -> Result<Self, CinderError> {
-        let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.trim());
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.trim())
+        };
         let mut p = Self::default();
         if let Some(l) = get("limit") {
             let n: i64 = l
@@ -557,8 +565,8 @@ impl ListParams {
             let n: i64 = o
                 .parse()
                 .map_err(|_| CinderError::bad_request("offset must be an integer."))?;
-            p.offset = usize::try_from(n)
-                .map_err(|_| CinderError::bad_request("offset must be >= 0."))?;
+            p.offset =
+                usize::try_from(n).map_err(|_| CinderError::bad_request("offset must be >= 0."))?;
         }
         let (sort, key, dir) = (get("sort"), get("sort_key"), get("sort_dir"));
         let mut keys: Vec<(Field, bool)> = Vec::new();
@@ -654,7 +662,7 @@ impl ListParams {
             .filter(|m| {
                 marker
                     .as_ref()
-                    .map_or(true, |mk| self.order(m, mk) == Ordering::Greater)
+                    .is_none_or(|mk| self.order(m, mk) == Ordering::Greater)
             })
             .collect();
         list.sort_by(|a, b| self.order(a, b));
@@ -717,11 +725,7 @@ async fn list_messages(
             next.append_pair("marker", &last.id.as_hyphenated().to_string());
             Some(vec![LinkOut {
                 rel: "next".into(),
-                href: format!(
-                    "{base}/v3/{}/messages?{}",
-                    scope.project,
-                    next.finish()
-                ),
+                href: format!("{base}/v3/{}/messages?{}", scope.project, next.finish()),
             }])
         }
         _ => None,
@@ -912,7 +916,13 @@ mod tests {
             v(Some("volume 2.0")),
             Err(VersionError::Unsupported(Microversion::new(2, 0)))
         );
-        for bad in ["volume 3", "volume 3.x", "volume 3.05", "volume", "volume 0.1"] {
+        for bad in [
+            "volume 3",
+            "volume 3.x",
+            "volume 3.05",
+            "volume",
+            "volume 0.1",
+        ] {
             assert!(
                 matches!(v(Some(bad)), Err(VersionError::Malformed(_))),
                 "{bad} is malformed"
@@ -922,8 +932,8 @@ mod tests {
 
     #[test]
     fn dates_have_microseconds_and_no_offset() {
-        let d = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
-            + chrono::Duration::microseconds(7);
+        let d =
+            Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::microseconds(7);
         assert_eq!(format_date(&d), "2026-01-02T03:04:05.000007");
     }
 
@@ -933,7 +943,12 @@ mod tests {
         assert_eq!(p, ListParams::default());
 
         let p = ListParams::parse(
-            &pairs(&[("limit", "5000"), ("offset", "2"), ("marker", "m"), ("event_id", "E")]),
+            &pairs(&[
+                ("limit", "5000"),
+                ("offset", "2"),
+                ("marker", "m"),
+                ("event_id", "E"),
+            ]),
             false,
         )
         .unwrap();

@@ -292,3 +292,77 @@ pub async fn json_with(res: Response, status: u16) -> serde_json::Value {
     assert_eq!(got, status, "unexpected status; body: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
 }
+
+/// User messages (Cinder v3) helpers.
+impl TestApp {
+    /// A `/v3` request as python-cinderclient's noauth mode sends it (`user:project`
+    /// token), at microversion `version` (none: 3.0), with optional `X-Roles`.
+    pub fn cinder(
+        &self,
+        method: Method,
+        path: &str,
+        project: &str,
+        version: Option<&str>,
+        roles: Option<&str>,
+    ) -> RequestBuilder {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.address))
+            .header("X-Auth-Token", format!("tester:{project}"));
+        if let Some(v) = version {
+            r = r.header("OpenStack-API-Version", format!("volume {v}"));
+        }
+        if let Some(roles) = roles {
+            r = r.header("X-Roles", roles);
+        }
+        r
+    }
+
+    /// Creates a user message in `project` through the admin REST route; returns the
+    /// message document.
+    pub async fn create_user_message(
+        &self,
+        project: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let res = self
+            .cinder(
+                Method::POST,
+                &format!("/v3/{project}/messages"),
+                project,
+                Some("3.3"),
+                Some("admin"),
+            )
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        json_with(res, 201).await["message"].clone()
+    }
+
+    /// Lists `project`'s messages at `version` with `query` (e.g. `?limit=2`).
+    pub async fn list_user_messages(&self, project: &str, version: &str, query: &str) -> Response {
+        self.cinder(
+            Method::GET,
+            &format!("/v3/{project}/messages{query}"),
+            project,
+            Some(version),
+            None,
+        )
+        .send()
+        .await
+        .expect("request sent")
+    }
+
+    /// A NATS request on `herald.user_messages.create`; returns the JSON reply.
+    pub async fn nats_create_user_message(&self, payload: &[u8]) -> serde_json::Value {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("nats connects");
+        let reply = client
+            .request("herald.user_messages.create", payload.to_vec().into())
+            .await
+            .expect("a reply to the create request");
+        serde_json::from_slice(&reply.payload).expect("the reply is JSON")
+    }
+}

@@ -4,3 +4,4 @@ mod helpers;
 mod http_layer;
 mod ops;
 mod topics;
+mod user_messages;
