@@ -774,3 +774,72 @@ async fn an_operator_catalog_adds_cinder_style_action_and_detail_tables() {
     }
     assert_eq!(builtin_still_there["event_id"], EXPIRED);
 }
+
+#[tokio::test]
+async fn in_tokens_mode_v3_needs_a_known_token_and_roles_come_from_the_tokens_file() {
+    // Arrange
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        tokens.path(),
+        r#"{"tokens": {
+            "t-reader": {"user_id": "r", "project_id": "tp", "roles": ["reader"]},
+            "t-admin": {"user_id": "a", "project_id": "tp", "roles": ["admin"]}}}"#,
+    )
+    .unwrap();
+    let path = tokens.path().to_owned();
+    let app = spawn_app_with(move |c| {
+        c.auth_mode = herald::config::AuthMode::Tokens;
+        c.tokens_file = Some(path);
+    })
+    .await;
+    let call = |method: Method, path: &str, token: Option<&str>| {
+        let mut r = app
+            .anon(method, path)
+            .header("OpenStack-API-Version", "volume 3.5");
+        if let Some(t) = token {
+            r = r.header("X-Auth-Token", t);
+        }
+        r
+    };
+
+    // Act + Assert
+    for token in [None, Some("nope")] {
+        let res = call(Method::GET, "/v3/messages", token)
+            .send()
+            .await
+            .unwrap();
+        assert_cinder_error(&json_with(res, 401).await, "unauthorized", 401);
+    }
+    let res = call(Method::POST, "/v3/tp/messages", Some("t-admin"))
+        .json(&event(EXPIRED))
+        .send()
+        .await
+        .unwrap();
+    let id = json_with(res, 201).await["message"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = call(Method::GET, "/v3/messages", Some("t-reader"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ids(&json_with(res, 200).await), vec![id.clone()]);
+    let res = call(
+        Method::DELETE,
+        &format!("/v3/tp/messages/{id}"),
+        Some("t-reader"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_cinder_error(&json_with(res, 403).await, "forbidden", 403);
+    let res = call(
+        Method::DELETE,
+        &format!("/v3/tp/messages/{id}"),
+        Some("t-admin"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 204);
+}
