@@ -354,7 +354,7 @@ impl Scope {
 // ---------------------------------------------------------------- views
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct LinkOut {
+pub struct MessageLinkOut {
     pub rel: String,
     pub href: String,
 }
@@ -375,7 +375,7 @@ pub struct MessageOut {
     /// `created_at` + the message TTL.
     pub guaranteed_until: String,
     pub request_id: String,
-    pub links: Vec<LinkOut>,
+    pub links: Vec<MessageLinkOut>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -388,7 +388,7 @@ pub struct MessageListOut {
     pub messages: Vec<MessageOut>,
     /// Only when another page exists.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub messages_links: Option<Vec<LinkOut>>,
+    pub messages_links: Option<Vec<MessageLinkOut>>,
 }
 
 /// The inside of a Cinder error body.
@@ -411,11 +411,11 @@ fn view(m: UserMessage, base: &str, project: &ProjectId) -> MessageOut {
     let id = m.id.as_hyphenated().to_string();
     MessageOut {
         links: vec![
-            LinkOut {
+            MessageLinkOut {
                 rel: "self".into(),
                 href: format!("{base}/v3/{project}/messages/{id}"),
             },
-            LinkOut {
+            MessageLinkOut {
                 rel: "bookmark".into(),
                 href: format!("{base}/{project}/messages/{id}"),
             },
@@ -723,7 +723,7 @@ async fn list_messages(
                 next.append_pair(k, v);
             }
             next.append_pair("marker", &last.id.as_hyphenated().to_string());
-            Some(vec![LinkOut {
+            Some(vec![MessageLinkOut {
                 rel: "next".into(),
                 href: format!("{base}/v3/{}/messages?{}", scope.project, next.finish()),
             }])
