@@ -20,21 +20,45 @@ fn compose_file_defines_nats_herald_and_mailpit() {
     }
     // NATS: JetStream config mounted from nats/, a named volume, a health check.
     let nats = &doc["services"]["nats"];
-    let volumes: Vec<&str> = nats["volumes"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
-    let config = volumes.iter().find(|v| v.starts_with("./nats/")).expect("config mounted from nats/");
+    let volumes: Vec<&str> = nats["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let config = volumes
+        .iter()
+        .find(|v| v.starts_with("./nats/"))
+        .expect("config mounted from nats/");
     let host_file = config.split(':').next().unwrap();
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(host_file).is_file(), "{host_file} missing");
-    let named = volumes.iter().find(|v| !v.starts_with('.')).expect("a named volume");
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(host_file)
+            .is_file(),
+        "{host_file} missing"
+    );
+    let named = volumes
+        .iter()
+        .find(|v| !v.starts_with('.'))
+        .expect("a named volume");
     let volume_name = named.split(':').next().unwrap();
-    assert!(doc["volumes"].as_mapping().unwrap().contains_key(volume_name));
+    assert!(doc["volumes"]
+        .as_mapping()
+        .unwrap()
+        .contains_key(volume_name));
     assert!(nats["healthcheck"]["test"].is_sequence());
 
     // Herald: built from the Dockerfile, configured by env, waits for a healthy NATS.
     let herald = &doc["services"]["herald"];
     let dockerfile = herald["build"]["dockerfile"].as_str().unwrap();
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(dockerfile).is_file());
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(dockerfile)
+        .is_file());
     assert_eq!(herald["environment"]["HERALD_NATS_URL"], "nats://nats:4222");
-    assert_eq!(herald["environment"]["HERALD_SMTP_URL"], "smtp://mailpit:1025");
+    assert_eq!(
+        herald["environment"]["HERALD_SMTP_URL"],
+        "smtp://mailpit:1025"
+    );
     assert_eq!(herald["depends_on"]["nats"]["condition"], "service_healthy");
 }
 
@@ -44,7 +68,10 @@ fn compose_ports_are_published_on_loopback_only() {
     for (name, service) in doc["services"].as_mapping().unwrap() {
         for port in service["ports"].as_sequence().into_iter().flatten() {
             let port = port.as_str().unwrap();
-            assert!(port.starts_with("127.0.0.1:"), "{name:?} publishes {port} beyond loopback");
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name:?} publishes {port} beyond loopback"
+            );
         }
     }
 }
