@@ -75,3 +75,20 @@ fn compose_ports_are_published_on_loopback_only() {
         }
     }
 }
+
+#[test]
+fn cluster_compose_file_defines_three_nats_two_heralds_and_mailpit() {
+    let doc = load("docker-compose.cluster.yml");
+    let services = doc["services"].as_mapping().expect("services mapping");
+    for name in ["nats1", "nats2", "nats3", "herald1", "herald2", "mailpit"] {
+        assert!(services.contains_key(name), "service {name} missing");
+    }
+    // The YAML anchors merge: each Herald gets the shared environment.
+    let herald: Value = serde_yaml::from_value(doc["services"]["herald2"].clone()).unwrap();
+    let env = herald
+        .get("environment")
+        .or_else(|| herald.get("<<").and_then(|m| m.get("environment")))
+        .expect("herald2 environment via the x-herald anchor");
+    assert_eq!(env["HERALD_REPLICAS"], "3");
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("nats/cluster/docker.conf").is_file());
+}
