@@ -90,5 +90,7 @@ fn cluster_compose_file_defines_three_nats_two_heralds_and_mailpit() {
         .or_else(|| herald.get("<<").and_then(|m| m.get("environment")))
         .expect("herald2 environment via the x-herald anchor");
     assert_eq!(env["HERALD_REPLICAS"], "3");
-    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("nats/cluster/docker.conf").is_file());
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("nats/cluster/docker.conf")
+        .is_file());
 }

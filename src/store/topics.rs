@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{nats, scan_latest, Store, StoreError};
+use super::{nats, scan_latest, scan_latest_headers, Store, StoreError};
 use crate::domain::{topic_metadata::MAX_MESSAGE_TTL_SECS, ProjectId, TopicMetadata, TopicName};
 
 /// Prefix of every topic stream's name.
@@ -203,6 +203,15 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
+    }
+
+    /// How many topics `project` has (keys only; cost grows with the project's topics).
+    pub async fn count_topics(&self, project: &ProjectId) -> Result<usize, StoreError> {
+        let buckets = self.buckets().await?;
+        let filter = format!("$KV.{}.{project}.>", super::TOPICS_BUCKET);
+        Ok(scan_latest_headers(&buckets.topics_stream, filter)
+            .await?
+            .len())
     }
 
     /// Replaces the metadata if the topic is still at `revision`.
