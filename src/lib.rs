@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
