@@ -40,6 +40,31 @@ pub fn stream_name(project: &ProjectId, topic: &TopicName) -> String {
     format!("{TOPIC_STREAM_PREFIX}{}", hex::encode_upper(&digest[..16]))
 }
 
+/// The stream of a topic: interest retention (a message stays until every subscription
+/// has it), file storage, per-message TTL, dedup window for `Nats-Msg-Id`.
+pub fn topic_stream_config(
+    project: &ProjectId,
+    topic: &TopicName,
+    replicas: usize,
+) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: stream_name(project, topic),
+        description: Some(format!("Herald topic {project}/{topic}")),
+        subjects: vec![topic_subject(project, topic)],
+        retention: RetentionPolicy::Interest,
+        storage: StorageType::File,
+        max_age: Duration::from_secs(MAX_MESSAGE_TTL_SECS),
+        allow_message_ttl: true,
+        duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas,
+        metadata: HashMap::from([
+            ("herald.project".to_owned(), project.to_string()),
+            ("herald.topic".to_owned(), topic.to_string()),
+        ]),
+        ..Default::default()
+    }
+}
+
 fn key(project: &ProjectId, topic: &TopicName) -> String {
     format!("{project}.{topic}")
 }
@@ -104,29 +129,6 @@ fn parse_record(key: &str, payload: &[u8], revision: u64) -> Result<Topic, Store
 }
 
 impl Store {
-    fn topic_stream_config(
-        &self,
-        project: &ProjectId,
-        topic: &TopicName,
-    ) -> jetstream::stream::Config {
-        jetstream::stream::Config {
-            name: stream_name(project, topic),
-            description: Some(format!("Herald topic {project}/{topic}")),
-            subjects: vec![topic_subject(project, topic)],
-            retention: RetentionPolicy::Interest,
-            storage: StorageType::File,
-            max_age: Duration::from_secs(MAX_MESSAGE_TTL_SECS),
-            allow_message_ttl: true,
-            duplicate_window: DUPLICATE_WINDOW,
-            num_replicas: self.replicas,
-            metadata: HashMap::from([
-                ("herald.project".to_owned(), project.to_string()),
-                ("herald.topic".to_owned(), topic.to_string()),
-            ]),
-            ..Default::default()
-        }
-    }
-
     /// Creates the topic's stream if it is missing (idempotent repair step).
     async fn ensure_topic_stream(
         &self,
@@ -134,7 +136,7 @@ impl Store {
         topic: &TopicName,
     ) -> Result<(), StoreError> {
         self.js
-            .get_or_create_stream(self.topic_stream_config(project, topic))
+            .get_or_create_stream(topic_stream_config(project, topic, self.replicas))
             .await
             .map_err(nats)?;
         Ok(())
