@@ -61,6 +61,8 @@ pub struct Config {
     /// CIDRs the outbound SSRF guard lets through.
     #[serde(deserialize_with = "de_cidrs")]
     pub outbound_allow: Vec<IpNet>,
+    /// Most topics one project may hold (403 beyond; 0 = unlimited).
+    pub max_topics_per_project: usize,
     /// TTL of user messages, in seconds.
     pub message_ttl: u64,
     /// Permitted user messages catalog file; built-in catalog when unset.
@@ -90,6 +92,7 @@ impl Default for Config {
             signed_url_secret: None,
             public_url: "http://127.0.0.1:8888".into(),
             outbound_allow: Vec::new(),
+            max_topics_per_project: 1000,
             message_ttl: 2_592_000,
             catalog: None,
             log_format: LogFormat::Text,
@@ -217,6 +220,7 @@ impl fmt::Debug for Config {
             )
             .field("public_url", &self.public_url)
             .field("outbound_allow", &self.outbound_allow)
+            .field("max_topics_per_project", &self.max_topics_per_project)
             .field("message_ttl", &self.message_ttl)
             .field("catalog", &self.catalog)
             .field("log_format", &self.log_format)

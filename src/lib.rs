@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -107,11 +107,7 @@ impl Application {
         if let Some(listener) = self.listener {
             let app = api::router(self.state.clone());
             tracing::info!(address = %listener.local_addr()?, "API listening");
-            let token = shutdown.clone();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-                .context("HTTP server failed")?;
+            crate::server::serve(listener, app, shutdown.clone()).await;
         } else {
             shutdown.cancelled().await;
         }

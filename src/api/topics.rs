@@ -52,6 +52,7 @@ pub(crate) async fn load_topic(
     request_body(content = Object, description = "Topic metadata (optional)"),
     responses((status = 201, description = "Created", headers(("Location" = String))),
         (status = 204, description = "Already existed; metadata unchanged"),
+        (status = 403, body = ErrorOut, description = "Topic quota of the project exceeded"),
         (status = 400, body = ErrorOut), (status = 413, body = ErrorOut), (status = 503, body = ErrorOut)))]
 async fn create_topic(
     State(state): State<AppState>,
@@ -62,6 +63,7 @@ async fn create_topic(
     let identity = identity.writer()?;
     let body = body.limit(MAX_METADATA_BYTES)?;
     let metadata = TopicMetadata::parse(body.json_opt()?.unwrap_or_else(|| json!({})))?;
+    check_topic_quota(&state, &identity.project, &name).await?;
     let created = state
         .store
         .create_topic(&identity.project, &name, metadata)
@@ -72,6 +74,25 @@ async fn create_topic(
         StatusCode::NO_CONTENT
     };
     Ok(created_at(status, &href(&name)))
+}
+
+/// Refuses a new topic beyond `max_topics_per_project`. Concurrent creates may overshoot
+/// by a few; the quota guards against runaway clients, not exact accounting.
+async fn check_topic_quota(
+    state: &AppState,
+    project: &ProjectId,
+    name: &TopicName,
+) -> Result<(), ApiError> {
+    let quota = state.config.max_topics_per_project;
+    if quota == 0 || state.store.get_topic(project, name).await?.is_some() {
+        return Ok(());
+    }
+    if state.store.count_topics(project).await? >= quota {
+        return Err(ApiError::Forbidden(format!(
+            "Topic quota exceeded: a project may hold at most {quota} topics."
+        )));
+    }
+    Ok(())
 }
 
 /// A Zaqar error body.

@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 
-pub use scan::scan_latest;
+pub use scan::{scan_latest, scan_latest_headers};
 
 /// Bucket holding topic metadata, key `{project}.{topic}`.
 pub const TOPICS_BUCKET: &str = "herald_topics";

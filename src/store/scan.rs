@@ -13,9 +13,26 @@ use super::{nats, StoreError};
 /// Latest live message per subject matching `filter` (deleted, purged and expired keys
 /// are skipped). Costs O(matching subjects), not O(stream).
 pub async fn scan_latest(stream: &Stream, filter: String) -> Result<Vec<Message>, StoreError> {
+    scan(stream, filter, false).await
+}
+
+/// Like [`scan_latest`], but without payloads: for counting keys.
+pub async fn scan_latest_headers(
+    stream: &Stream,
+    filter: String,
+) -> Result<Vec<Message>, StoreError> {
+    scan(stream, filter, true).await
+}
+
+async fn scan(
+    stream: &Stream,
+    filter: String,
+    headers_only: bool,
+) -> Result<Vec<Message>, StoreError> {
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: filter,
+            headers_only,
             deliver_policy: DeliverPolicy::LastPerSubject,
             replay_policy: ReplayPolicy::Instant,
             ..Default::default()

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{nats, scan_latest, Store, StoreError};
+use super::{nats, scan_latest, scan_latest_headers, Store, StoreError};
 use crate::domain::{topic_metadata::MAX_MESSAGE_TTL_SECS, ProjectId, TopicMetadata, TopicName};
 
 /// Prefix of every topic stream's name.
@@ -38,6 +38,31 @@ pub fn topic_subject(project: &ProjectId, topic: &TopicName) -> String {
 pub fn stream_name(project: &ProjectId, topic: &TopicName) -> String {
     let digest = Sha256::digest(format!("{project}/{topic}"));
     format!("{TOPIC_STREAM_PREFIX}{}", hex::encode_upper(&digest[..16]))
+}
+
+/// The stream of a topic: interest retention (a message stays until every subscription
+/// has it), file storage, per-message TTL, dedup window for `Nats-Msg-Id`.
+pub fn topic_stream_config(
+    project: &ProjectId,
+    topic: &TopicName,
+    replicas: usize,
+) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: stream_name(project, topic),
+        description: Some(format!("Herald topic {project}/{topic}")),
+        subjects: vec![topic_subject(project, topic)],
+        retention: RetentionPolicy::Interest,
+        storage: StorageType::File,
+        max_age: Duration::from_secs(MAX_MESSAGE_TTL_SECS),
+        allow_message_ttl: true,
+        duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: replicas,
+        metadata: HashMap::from([
+            ("herald.project".to_owned(), project.to_string()),
+            ("herald.topic".to_owned(), topic.to_string()),
+        ]),
+        ..Default::default()
+    }
 }
 
 fn key(project: &ProjectId, topic: &TopicName) -> String {
@@ -104,29 +129,6 @@ fn parse_record(key: &str, payload: &[u8], revision: u64) -> Result<Topic, Store
 }
 
 impl Store {
-    fn topic_stream_config(
-        &self,
-        project: &ProjectId,
-        topic: &TopicName,
-    ) -> jetstream::stream::Config {
-        jetstream::stream::Config {
-            name: stream_name(project, topic),
-            description: Some(format!("Herald topic {project}/{topic}")),
-            subjects: vec![topic_subject(project, topic)],
-            retention: RetentionPolicy::Interest,
-            storage: StorageType::File,
-            max_age: Duration::from_secs(MAX_MESSAGE_TTL_SECS),
-            allow_message_ttl: true,
-            duplicate_window: DUPLICATE_WINDOW,
-            num_replicas: self.replicas,
-            metadata: HashMap::from([
-                ("herald.project".to_owned(), project.to_string()),
-                ("herald.topic".to_owned(), topic.to_string()),
-            ]),
-            ..Default::default()
-        }
-    }
-
     /// Creates the topic's stream if it is missing (idempotent repair step).
     async fn ensure_topic_stream(
         &self,
@@ -134,7 +136,7 @@ impl Store {
         topic: &TopicName,
     ) -> Result<(), StoreError> {
         self.js
-            .get_or_create_stream(self.topic_stream_config(project, topic))
+            .get_or_create_stream(topic_stream_config(project, topic, self.replicas))
             .await
             .map_err(nats)?;
         Ok(())
@@ -203,6 +205,15 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
+    }
+
+    /// How many topics `project` has (keys only; cost grows with the project's topics).
+    pub async fn count_topics(&self, project: &ProjectId) -> Result<usize, StoreError> {
+        let buckets = self.buckets().await?;
+        let filter = format!("$KV.{}.{project}.>", super::TOPICS_BUCKET);
+        Ok(scan_latest_headers(&buckets.topics_stream, filter)
+            .await?
+            .len())
     }
 
     /// Replaces the metadata if the topic is still at `revision`.

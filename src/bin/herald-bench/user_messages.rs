@@ -1,44 +1,35 @@
-//! `herald-bench user-messages`: creates many user messages across many projects through
-//! the public NATS subject `herald.user_messages.create`, then measures the list (3.5,
-//! `limit=1000`) and show latency of one project holding `--project-messages` messages,
-//! first when the bucket holds a tenth of `--total`, then when it holds all of it. The
-//! ratio of the two shows whether a list costs more when the bucket grows.
+//! User messages: creates `total` messages across `projects` projects through the public
+//! NATS subject `herald.user_messages.create`, then measures the list (3.5, `limit=1000`)
+//! and show latency of one project holding `project_messages` messages, first when the
+//! bucket holds a tenth of `total`, then when it holds all of it. The large/small ratio
+//! shows whether a list costs more when the bucket grows (it should stay near 1).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{Environment, Latency, Report, Section, Target};
+use crate::{
+    env::{Bins, Herald, Nats},
+    stats::{Figure, Latencies},
+};
 
 /// The measured project.
 const TARGET_PROJECT: &str = "bench-target";
 const EVENT_ID: &str = "HERALD_SUBSCRIPTION_001_002";
 
-#[derive(clap::Args)]
-pub struct UserMessagesArgs {
-    /// Messages in the bucket for the second measurement; the first is at a tenth.
-    #[arg(long, default_value_t = 1_000_000)]
-    total: usize,
-    /// Projects the other messages are spread over.
-    #[arg(long, default_value_t = 1000)]
-    projects: usize,
-    /// Messages of the measured project.
-    #[arg(long, default_value_t = 1000)]
-    project_messages: usize,
-    /// Create requests in flight at once.
-    #[arg(long, default_value_t = 512)]
-    concurrency: usize,
-    /// Stop creating after this many seconds (overall) and measure what exists.
-    #[arg(long, default_value_t = 600)]
-    fill_budget_secs: u64,
-    /// List requests measured per bucket size.
-    #[arg(long, default_value_t = 200)]
-    list_samples: usize,
-    /// Show requests measured per bucket size.
-    #[arg(long, default_value_t = 1000)]
-    show_samples: usize,
+pub struct Args {
+    pub total: usize,
+    pub projects: usize,
+    pub project_messages: usize,
+    pub concurrency: usize,
+    pub fill_budget_secs: u64,
+    pub list_samples: usize,
+    pub show_samples: usize,
+    pub sync_always: bool,
+    /// `(nats_url, herald_url)` of a running Herald instead of starting one.
+    pub external: Option<(String, String)>,
 }
 
 /// Creation counters of one fill.
@@ -48,13 +39,24 @@ struct Filled {
     errors: usize,
 }
 
-/// Sends create requests `from..to`, request `i` going to project `i % projects`, until
-/// done or `deadline`.
+async fn create(client: &async_nats::Client, body: String) -> Result<String> {
+    let reply = client
+        .request(herald::user_messages::CREATE_SUBJECT, body.into())
+        .await?;
+    let reply: Value = serde_json::from_slice(&reply.payload)?;
+    match reply["id"].as_str() {
+        Some(id) => Ok(id.to_owned()),
+        None => bail!("create failed: {reply}"),
+    }
+}
+
+/// Sends create requests `from..to`, request `i` for project `i % projects`, until done
+/// or `deadline`.
 async fn fill(
     client: &async_nats::Client,
     from: usize,
     to: usize,
-    args: &UserMessagesArgs,
+    args: &Args,
     deadline: Instant,
 ) -> Filled {
     futures::stream::iter(from..to)
@@ -84,26 +86,11 @@ async fn fill(
         .await
 }
 
-async fn create(client: &async_nats::Client, body: String) -> anyhow::Result<String> {
-    let reply = client
-        .request(herald::user_messages::CREATE_SUBJECT, body.into())
-        .await?;
-    let reply: Value = serde_json::from_slice(&reply.payload)?;
-    match reply["id"].as_str() {
-        Some(id) => Ok(id.to_owned()),
-        None => bail!("create failed: {reply}"),
-    }
-}
-
-/// List and show latency of the target project.
-async fn measure(
-    env: &Environment,
-    ids: &[String],
-    args: &UserMessagesArgs,
-) -> anyhow::Result<(Latency, Latency)> {
+/// List and show latency (ms) of the measured project.
+async fn measure(base: &str, ids: &[String], args: &Args) -> Result<(Latencies, Latencies)> {
     let http = reqwest::Client::new();
     let get = |path: String| {
-        http.get(format!("{}{path}", env.herald_url))
+        http.get(format!("{base}{path}"))
             .header("X-Auth-Token", format!("bench:{TARGET_PROJECT}"))
             .header("OpenStack-API-Version", "volume 3.5")
     };
@@ -116,7 +103,7 @@ async fn measure(
             bail!("the list returned {n} messages, expected {}", ids.len());
         }
     }
-    let mut list = Vec::with_capacity(args.list_samples);
+    let mut list = Latencies::default();
     for _ in 0..args.list_samples {
         let start = Instant::now();
         let res = get(list_path.clone()).send().await?;
@@ -124,9 +111,9 @@ async fn measure(
             bail!("list answered {}", res.status());
         }
         res.bytes().await?;
-        list.push(start.elapsed());
+        list.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    let mut show = Vec::with_capacity(args.show_samples);
+    let mut show = Latencies::default();
     for i in 0..args.show_samples {
         let id = &ids[i % ids.len()];
         let start = Instant::now();
@@ -137,41 +124,32 @@ async fn measure(
             bail!("show answered {}", res.status());
         }
         res.bytes().await?;
-        show.push(start.elapsed());
+        show.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    Ok((Latency::of(list), Latency::of(show)))
+    Ok((list, show))
 }
 
-fn latency_rows(list: Latency, show: Latency) -> Vec<(String, Value)> {
-    let ms = |v: f64| json!((v * 1000.0).round() / 1000.0);
-    vec![
-        ("list samples".into(), json!(list.samples)),
-        ("list p50 ms".into(), ms(list.p50_ms)),
-        ("list p99 ms".into(), ms(list.p99_ms)),
-        ("show samples".into(), json!(show.samples)),
-        ("show p50 ms".into(), ms(show.p50_ms)),
-        ("show p99 ms".into(), ms(show.p99_ms)),
-    ]
-}
-
-pub async fn run(target: &Target, args: UserMessagesArgs) -> anyhow::Result<Report> {
+pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     if args.project_messages == 0 || args.total < args.project_messages * 10 {
         bail!("--total must be at least ten times --project-messages (and both positive)");
     }
-    let env = Environment::start(target, |_| {}).await?;
-    let result = run_in(&env, &args).await;
-    env.stop().await;
-    result
-}
-
-async fn run_in(env: &Environment, args: &UserMessagesArgs) -> anyhow::Result<Report> {
-    let client = async_nats::connect(&env.nats_url)
+    // Started here unless given; dropped (stopped) at the end.
+    let (_nats, _herald, nats_url, base) = match &args.external {
+        Some((nats, herald)) => (None, None, nats.clone(), herald.clone()),
+        None => {
+            let nats = Nats::start(bins, args.sync_always).await?;
+            let herald = Herald::start(bins, &nats.url, &[]).await?;
+            let (url, base) = (nats.url.clone(), herald.base.clone());
+            (Some(nats), Some(herald), url, base)
+        }
+    };
+    let client = async_nats::connect(&nats_url)
         .await
         .context("cannot connect to NATS")?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.fill_budget_secs);
 
-    // The measured project's messages.
+    // The measured project's messages, then the small bucket (a tenth of the total).
     let mut ids = Vec::with_capacity(args.project_messages);
     for chunk in (0..args.project_messages).collect::<Vec<_>>().chunks(64) {
         let batch = futures::future::join_all(chunk.iter().map(|_| {
@@ -183,81 +161,64 @@ async fn run_in(env: &Environment, args: &UserMessagesArgs) -> anyhow::Result<Re
             ids.push(r?);
         }
     }
-
-    // Small bucket: a tenth of the total.
-    let small_target = args.total / 10;
-    let small = fill(&client, ids.len(), small_target, args, deadline).await;
+    let small = fill(&client, ids.len(), args.total / 10, args, deadline).await;
     let small_count = ids.len() + small.created;
     let small_secs = started.elapsed().as_secs_f64();
-    let (small_list, small_show) = measure(env, &ids, args).await?;
+    let (small_list, small_show) = measure(&base, &ids, args).await?;
 
-    // Large bucket: the rest.
+    // The large bucket: the rest.
     let fill_started = Instant::now();
-    let large = fill(&client, small_target, args.total, args, deadline).await;
-    let large_secs = fill_started.elapsed().as_secs_f64();
+    let large = fill(&client, args.total / 10, args.total, args, deadline).await;
+    let create_secs = small_secs + fill_started.elapsed().as_secs_f64();
     let large_count = small_count + large.created;
-    let (large_list, large_show) = measure(env, &ids, args).await?;
+    let (large_list, large_show) = measure(&base, &ids, args).await?;
 
-    let create_secs = small_secs + large_secs;
-    let ratio = |a: f64, b: f64| json!(((a / b) * 100.0).round() / 100.0);
-    Ok(Report {
-        benchmark: "user-messages".into(),
-        sections: vec![
-            Section {
-                title: "creation (NATS request/reply herald.user_messages.create)".into(),
-                rows: vec![
-                    ("messages requested".into(), json!(args.total)),
-                    ("messages created".into(), json!(large_count)),
-                    ("create errors".into(), json!(small.errors + large.errors)),
-                    ("projects".into(), json!(args.projects + 1)),
-                    (
-                        "measured project messages".into(),
-                        json!(args.project_messages),
-                    ),
-                    ("concurrency".into(), json!(args.concurrency)),
-                    (
-                        "creation seconds".into(),
-                        json!((create_secs * 10.0).round() / 10.0),
-                    ),
-                    (
-                        "creates per second".into(),
-                        json!((large_count as f64 / create_secs).round()),
-                    ),
-                    (
-                        "stopped by --fill-budget-secs".into(),
-                        json!(large_count < args.total),
-                    ),
-                ],
-            },
-            Section {
-                title: format!("small bucket: {small_count} messages"),
-                rows: latency_rows(small_list, small_show),
-            },
-            Section {
-                title: format!("large bucket: {large_count} messages"),
-                rows: latency_rows(large_list, large_show),
-            },
-            Section {
-                title: "large / small".into(),
-                rows: vec![
-                    (
-                        "bucket size ratio".into(),
-                        ratio(large_count as f64, small_count as f64),
-                    ),
-                    (
-                        "list p50 ratio".into(),
-                        ratio(large_list.p50_ms, small_list.p50_ms),
-                    ),
-                    (
-                        "list p99 ratio".into(),
-                        ratio(large_list.p99_ms, small_list.p99_ms),
-                    ),
-                    (
-                        "show p50 ratio".into(),
-                        ratio(large_show.p50_ms, small_show.p50_ms),
-                    ),
-                ],
-            },
-        ],
-    })
+    let n = args.project_messages.min(1000);
+    let mut figures = vec![
+        Figure::new("user messages: created", large_count as f64, "msgs")
+            .target(&format!("{} requested", args.total)),
+        Figure::new(
+            "user messages: create errors",
+            (small.errors + large.errors) as f64,
+            "msgs",
+        ),
+        Figure::new("user messages: creation time", create_secs, "s"),
+        Figure::new(
+            "user messages: create rate (NATS req/reply)",
+            large_count as f64 / create_secs,
+            "msg/s",
+        ),
+    ];
+    for (label, count, list, show, baseline) in [
+        ("small", small_count, &small_list, &small_show, None),
+        (
+            "large",
+            large_count,
+            &large_list,
+            &large_show,
+            Some((small_list.quantile(0.5), small_show.quantile(0.5))),
+        ),
+    ] {
+        let mut l = Figure::new(
+            format!("user messages: list {n} of {count} ({label}) p50"),
+            list.quantile(0.5),
+            "ms",
+        )
+        .latencies(list);
+        let mut s = Figure::new(
+            format!("user messages: show 1 of {count} ({label}) p50"),
+            show.quantile(0.5),
+            "ms",
+        )
+        .latencies(show);
+        if let Some((list_base, show_base)) = baseline {
+            l = l
+                .vs(list_base)
+                .target("ratio ≈ 1: cost independent of the bucket");
+            s = s.vs(show_base).target("ratio ≈ 1");
+        }
+        figures.push(l);
+        figures.push(s);
+    }
+    Ok(figures)
 }

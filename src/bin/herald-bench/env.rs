@@ -1,0 +1,228 @@
+//! The benchmark's environment: its own nats-server and Herald processes on loopback,
+//! started fresh for each scenario so one scenario's state never skews another's.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Where the binaries are.
+#[derive(Clone, Debug)]
+pub struct Bins {
+    pub herald: PathBuf,
+    pub nats_server: PathBuf,
+}
+
+impl Bins {
+    pub fn resolve(herald: Option<PathBuf>, nats: Option<PathBuf>) -> Result<Self> {
+        let herald = match herald {
+            Some(p) => p,
+            None => std::env::current_exe()?
+                .parent()
+                .context("no parent dir")?
+                .join("herald"),
+        };
+        if !herald.is_file() {
+            bail!(
+                "herald binary not found at {} (build it: cargo build --release)",
+                herald.display()
+            );
+        }
+        let nats_server = nats
+            .or_else(|| std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from))
+            .unwrap_or_else(|| {
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .map(|d| d.join("nats-server"))
+                    .find(|p| p.is_file())
+                    .unwrap_or_else(|| PathBuf::from(".venv/bin/nats-server"))
+            });
+        Ok(Self {
+            herald,
+            nats_server,
+        })
+    }
+
+    pub fn versions(&self) -> (String, String) {
+        let run = |p: &PathBuf, arg: &str| {
+            Command::new(p)
+                .arg(arg)
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        (
+            run(&self.herald, "--version"),
+            run(&self.nats_server, "--version"),
+        )
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Result<Self> {
+        let p =
+            std::env::temp_dir().join(format!("herald-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A nats-server with JetStream in a temporary store.
+pub struct Nats {
+    pub url: String,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Nats {
+    pub async fn start(bins: &Bins, sync_always: bool) -> Result<Self> {
+        let dir = TempDir::new()?;
+        let port = free_port();
+        let sync = if sync_always {
+            "sync_interval: always"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 1MB\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n",
+            dir.path().join("js")
+        );
+        let conf_path = dir.path().join("nats.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new(&bins.nats_server)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bins.nats_server.display()))?;
+        let url = format!("nats://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(c) = async_nats::connect(&url).await {
+                if async_nats::jetstream::new(c).query_account().await.is_ok() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("nats-server did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            url,
+            child,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Herald process (release binary), so its RSS is its own.
+pub struct Herald {
+    pub base: String,
+    pub start_to_ready: Duration,
+    child: Child,
+}
+
+impl Herald {
+    pub async fn start(bins: &Bins, nats_url: &str, env: &[(&str, String)]) -> Result<Self> {
+        let port = free_port();
+        let started = Instant::now();
+        let mut cmd = Command::new(&bins.herald);
+        cmd.arg("serve")
+            .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD_NATS_URL", nats_url)
+            .env("HERALD_OUTBOUND_ALLOW", "127.0.0.0/8")
+            .env("HERALD_MAX_TOPICS_PER_PROJECT", "0")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("cannot start herald")?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("herald did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(Self {
+            base,
+            start_to_ready: started.elapsed(),
+            child,
+        })
+    }
+
+    /// Resident set size in MiB, from /proc.
+    pub fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        // SIGTERM first so it shuts down cleanly; then make sure.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

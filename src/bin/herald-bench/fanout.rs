@@ -1,0 +1,147 @@
+//! Fan-out delivery: 1 topic × N webhook subscriptions to a local receiver that answers 200
+//! at once; deliveries/s from the first publish to the last delivery. Baseline: raw loops
+//! pulling from N durable consumers and POSTing to the same receiver, same concurrency.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+
+use crate::{
+    api::{batch_body, HeraldApi},
+    env::{Bins, Herald, Nats},
+    raw::{spawn_forwarder, RawTopic},
+    receiver::Receiver,
+    stats::Figure,
+};
+
+pub struct Args {
+    pub subscriptions: Vec<usize>,
+    /// Deliveries per run (messages = deliveries / subscriptions).
+    pub deliveries: usize,
+    pub concurrency: usize,
+    pub sync_always: bool,
+}
+
+async fn wait_for(receiver: &Receiver, want: u64, deadline: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    while receiver.count() < want {
+        if start.elapsed() > deadline {
+            bail!(
+                "only {} of {want} deliveries after {deadline:?}",
+                receiver.count()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(start.elapsed())
+}
+
+async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<f64> {
+    let nats = Nats::start(bins, args.sync_always).await?;
+    let herald = Herald::start(bins, &nats.url, &[]).await?;
+    let receiver = Receiver::start().await?;
+    let api = HeraldApi::new(&herald.base);
+    api.create_topic("fanout").await?;
+    for i in 0..n {
+        api.subscribe(
+            "fanout",
+            &receiver.url(&format!("/hook/{i}")),
+            serde_json::json!({}),
+        )
+        .await?;
+    }
+    let start = Instant::now();
+    let body = batch_body(10, 256);
+    let posts = messages.div_ceil(10);
+    let publisher = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for chunk in 0..8 {
+                let (api, body) = (api.clone(), body.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in (chunk..posts).step_by(8) {
+                        let _ = api.post_raw("fanout", body.clone()).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+    };
+    let want = (posts * 10 * n) as u64;
+    wait_for(&receiver, want, Duration::from_secs(300)).await?;
+    publisher.await?;
+    Ok(want as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<f64> {
+    let nats = Nats::start(bins, args.sync_always).await?;
+    let receiver = Receiver::start().await?;
+    let raw = RawTopic::create(&nats.url, "fanout").await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let forwarded = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let consumer = raw
+            .durable(&format!("sub{i}"), args.concurrency as i64)
+            .await?;
+        tasks.push(spawn_forwarder(
+            consumer,
+            http.clone(),
+            receiver.url(&format!("/hook/{i}")),
+            args.concurrency,
+            stop.clone(),
+            forwarded.clone(),
+        ));
+    }
+    let start = Instant::now();
+    let posts = messages.div_ceil(10);
+    let payload: bytes::Bytes =
+        serde_json::to_vec(&serde_json::json!({"body": "x".repeat(256)}))?.into();
+    let mut acks = Vec::with_capacity(posts * 10);
+    for _ in 0..posts * 10 {
+        acks.push(raw.js.publish(raw.subject.clone(), payload.clone()).await?);
+    }
+    for a in acks {
+        a.await?;
+    }
+    let want = (posts * 10 * n) as u64;
+    wait_for(&receiver, want, Duration::from_secs(300)).await?;
+    let rate = want as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(rate)
+}
+
+pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for &n in &args.subscriptions {
+        let messages = (args.deliveries / n).max(100);
+        let raw = raw_run(bins, args, n, messages).await?;
+        let herald = herald_run(bins, args, n, messages).await?;
+        eprintln!("fanout x{n}: herald {herald:.0}/s raw {raw:.0}/s");
+        figures.push(
+            Figure::new(
+                format!("fan-out deliveries, 1 topic x {n} webhooks"),
+                herald,
+                "deliv/s",
+            )
+            .vs(raw)
+            .target("ratio >= 0.8"),
+        );
+    }
+    Ok(figures)
+}

@@ -1,0 +1,129 @@
+//! Ingest: REST `POST /v2/topics/{t}/messages` (64 keep-alive connections, batches of
+//! 10 × 256 B, one subscription whose consumer is paused) against raw async-nats publishes
+//! with 1,000 outstanding acks into an identical stream.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use futures::TryStreamExt;
+use herald::{
+    domain::{ProjectId, TopicName},
+    store::topics::stream_name,
+};
+
+use crate::{
+    api::{batch_body, HeraldApi, PROJECT},
+    env::{Bins, Herald, Nats},
+    raw::RawTopic,
+    receiver::Receiver,
+    stats::Figure,
+};
+
+pub struct Args {
+    pub seconds: u64,
+    pub connections: usize,
+    pub batch: usize,
+    pub size: usize,
+    pub sync_always: bool,
+}
+
+/// Pauses every consumer of a Herald topic so nothing is delivered while we measure ingest.
+async fn pause_consumers(nats_url: &str, topic: &str) -> Result<()> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
+    let name = stream_name(&ProjectId::parse(PROJECT)?, &TopicName::parse(topic)?);
+    let stream = js.get_stream(&name).await?;
+    let consumers: Vec<String> = stream.consumer_names().try_collect().await?;
+    let until = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    for c in consumers {
+        stream.pause_consumer(&c, until).await?;
+    }
+    Ok(())
+}
+
+/// Runs `connections` workers POSTing `body` for `duration`; returns messages acked per second.
+async fn rest_load(
+    api: &HeraldApi,
+    topic: &str,
+    body: bytes::Bytes,
+    per_post: usize,
+    connections: usize,
+    duration: Duration,
+) -> f64 {
+    let acked = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (api, topic, body, acked, failed) = (
+                api.clone(),
+                topic.to_owned(),
+                body.clone(),
+                acked.clone(),
+                failed.clone(),
+            );
+            tokio::spawn(async move {
+                while start.elapsed() < duration {
+                    match api.post_raw(&topic, body.clone()).await {
+                        Ok(true) => acked.fetch_add(per_post as u64, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        eprintln!("ingest: {failed} POSTs failed");
+    }
+    acked.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
+    let duration = Duration::from_secs(args.seconds);
+
+    // Baseline: raw JetStream, identical stream, one paused durable consumer.
+    let raw_rate = {
+        let nats = Nats::start(bins, args.sync_always).await?;
+        let raw = RawTopic::create(&nats.url, "ingest").await?;
+        raw.durable("paused", 1000).await?;
+        let until = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        raw.stream.pause_consumer("paused", until).await?;
+        raw.publish_windowed(vec![b'x'; args.size].into(), 1000, duration)
+            .await?
+    };
+    eprintln!("ingest: raw JetStream {raw_rate:.0} msg/s");
+
+    let mut figures = Vec::new();
+    for (label, per_post) in [("batch", args.batch), ("single", 1)] {
+        let nats = Nats::start(bins, args.sync_always).await?;
+        let herald = Herald::start(bins, &nats.url, &[]).await?;
+        let receiver = Receiver::start().await?;
+        let api = HeraldApi::new(&herald.base);
+        api.create_topic("ingest").await?;
+        api.subscribe("ingest", &receiver.url("/hook"), serde_json::json!({}))
+            .await?;
+        pause_consumers(&nats.url, "ingest").await?;
+        let body = batch_body(per_post, args.size);
+        let rate = rest_load(&api, "ingest", body, per_post, args.connections, duration).await;
+        eprintln!("ingest: REST {label} {rate:.0} msg/s");
+        let name = format!(
+            "ingest REST {}x{} B, {} conns",
+            per_post, args.size, args.connections
+        );
+        let mut f = Figure::new(name, rate, "msg/s").vs(raw_rate);
+        if label == "batch" {
+            f = f.target("ratio >= 0.6");
+        }
+        figures.push(f);
+    }
+    Ok(figures)
+}

@@ -1,0 +1,144 @@
+//! Latency: publish→webhook-received at a steady rate, open loop. Every message carries its
+//! intended send time and is sent at that time whatever happened before, so a stall shows
+//! up in the figures instead of hiding (no coordinated omission). Baseline: raw publish →
+//! raw pull-and-POST loop → the same receiver, same schedule.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::{
+    api::HeraldApi,
+    env::{Bins, Herald, Nats},
+    raw::{spawn_forwarder, RawTopic},
+    receiver::Receiver,
+    stats::{Figure, Latencies},
+};
+
+pub struct Args {
+    pub rate: u64,
+    pub seconds: u64,
+    pub sync_always: bool,
+}
+
+fn epoch_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
+}
+
+/// Calls `send(intended_ns)` on schedule, spawned so a slow send never delays the next.
+async fn open_loop<F, Fut>(rate: u64, seconds: u64, send: F) -> u64
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let total = rate * seconds;
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let (start_i, start_s) = (Instant::now(), SystemTime::now());
+    let mut handles = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let offset = interval * i as u32;
+        tokio::time::sleep_until((start_i + offset).into()).await;
+        handles.push(tokio::spawn(send(epoch_ns(start_s + offset))));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    total
+}
+
+async fn collect(receiver: &mut Receiver, want: u64) -> Result<Latencies> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lat = Latencies::default();
+    while (lat.len() as u64) < want {
+        for v in receiver.drain_latencies() {
+            lat.push(v);
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {want} deliveries arrived", lat.len());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(lat)
+}
+
+pub async fn herald_latency(bins: &Bins, args: &Args) -> Result<Latencies> {
+    let nats = Nats::start(bins, args.sync_always).await?;
+    let herald = Herald::start(bins, &nats.url, &[]).await?;
+    let mut receiver = Receiver::start().await?;
+    let api = HeraldApi::new(&herald.base);
+    api.create_topic("latency").await?;
+    api.subscribe("latency", &receiver.url("/hook"), json!({}))
+        .await?;
+    let sent = open_loop(args.rate, args.seconds, |t| {
+        let api = api.clone();
+        async move {
+            let body = format!(r#"{{"messages":[{{"body":{{"t":{t}}}}}]}}"#);
+            if !matches!(api.post_raw("latency", body.into()).await, Ok(true)) {
+                eprintln!("latency: a POST failed");
+            }
+        }
+    })
+    .await;
+    collect(&mut receiver, sent).await
+}
+
+async fn raw_latency(bins: &Bins, args: &Args) -> Result<Latencies> {
+    let nats = Nats::start(bins, args.sync_always).await?;
+    let mut receiver = Receiver::start().await?;
+    let raw = RawTopic::create(&nats.url, "latency").await?;
+    let consumer = raw.durable("sub", 256).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let forwarder = spawn_forwarder(
+        consumer,
+        reqwest::Client::new(),
+        receiver.url("/hook"),
+        256,
+        stop.clone(),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let (js, subject) = (raw.js.clone(), raw.subject.clone());
+    let sent = open_loop(args.rate, args.seconds, |t| {
+        let (js, subject) = (js.clone(), subject.clone());
+        async move {
+            let body = format!(r#"{{"body":{{"t":{t}}}}}"#);
+            if let Ok(ack) = js.publish(subject, body.into()).await {
+                let _ = ack.await;
+            }
+        }
+    })
+    .await;
+    let lat = collect(&mut receiver, sent).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = forwarder.await;
+    lat
+}
+
+pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
+    let raw = raw_latency(bins, args).await?;
+    let herald = herald_latency(bins, args).await?;
+    let name = format!(
+        "latency publish->webhook p99 @ {}/s x {}s",
+        args.rate, args.seconds
+    );
+    eprintln!(
+        "latency: herald p50 {:.2} p99 {:.2} ms; raw p50 {:.2} p99 {:.2} ms",
+        herald.quantile(0.5),
+        herald.quantile(0.99),
+        raw.quantile(0.5),
+        raw.quantile(0.99)
+    );
+    Ok(vec![
+        Figure::new(name, herald.quantile(0.99), "ms")
+            .latencies(&herald)
+            .vs(raw.quantile(0.99))
+            .target("p50 < 2 ms, p99 < 10 ms"),
+        Figure::new("  raw baseline (same schedule)", raw.quantile(0.99), "ms").latencies(&raw),
+    ])
+}
