@@ -96,6 +96,9 @@ enum Scenario {
         list_samples: usize,
         #[arg(long, default_value_t = 1000)]
         show_samples: usize,
+        /// Pause before each measurement (both bucket sizes alike).
+        #[arg(long, default_value_t = 5)]
+        settle_secs: u64,
         /// Use this NATS (with --herald-url) instead of starting one.
         #[arg(long, requires = "herald_url")]
         nats_url: Option<String>,
@@ -204,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
                 fill_budget_secs,
                 list_samples,
                 show_samples,
+                settle_secs,
                 nats_url,
                 herald_url,
             } => {
@@ -217,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
                         fill_budget_secs,
                         list_samples,
                         show_samples,
+                        settle_secs,
                         sync_always,
                         external: nats_url.zip(herald_url),
                     },

@@ -27,6 +27,8 @@ pub struct Args {
     pub fill_budget_secs: u64,
     pub list_samples: usize,
     pub show_samples: usize,
+    /// Pause before each measurement so both start with JetStream's writes settled.
+    pub settle_secs: u64,
     pub sync_always: bool,
     /// `(nats_url, herald_url)` of a running Herald instead of starting one.
     pub external: Option<(String, String)>,
@@ -88,6 +90,7 @@ async fn fill(
 
 /// List and show latency (ms) of the measured project.
 async fn measure(base: &str, ids: &[String], args: &Args) -> Result<(Latencies, Latencies)> {
+    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let http = reqwest::Client::new();
     let get = |path: String| {
         http.get(format!("{base}{path}"))
