@@ -46,7 +46,7 @@ pub(crate) fn acl_allows(meta: &TopicMetadata, kind: &str, identity: &Identity) 
     }
     let users_ok = meta
         .list(&format!("_allowed_{kind}_users"))
-        .is_none_or(|users| {
+        .map_or(true, |users| {
             identity
                 .user_id
                 .as_deref()
@@ -54,7 +54,9 @@ pub(crate) fn acl_allows(meta: &TopicMetadata, kind: &str, identity: &Identity) 
         });
     let projects_ok = meta
         .list(&format!("_allowed_{kind}_projects"))
-        .is_none_or(|projects| projects.contains(&identity.project.as_str()));
+        .map_or(true, |projects| {
+            projects.contains(&identity.project.as_str())
+        });
     users_ok && projects_ok
 }
 

@@ -189,16 +189,11 @@ impl RetryPolicy {
 
     /// The whole schedule: the delay before retry 1, 2, ... (without jitter).
     pub fn schedule(&self) -> Vec<Duration> {
-        let secs = std::iter::repeat_n(0, self.retries_with_no_delay as usize)
-            .chain(std::iter::repeat_n(
-                self.minimum_delay,
-                self.minimum_delay_retries as usize,
-            ))
+        let secs = std::iter::repeat(0)
+            .take(self.retries_with_no_delay as usize)
+            .chain(std::iter::repeat(self.minimum_delay).take(self.minimum_delay_retries as usize))
             .chain(self.backoff_list())
-            .chain(std::iter::repeat_n(
-                self.maximum_delay,
-                self.maximum_delay_retries as usize,
-            ));
+            .chain(std::iter::repeat(self.maximum_delay).take(self.maximum_delay_retries as usize));
         secs.map(Duration::from_secs).collect()
     }
 

@@ -38,10 +38,10 @@ impl Subscriber {
             .ok_or_else(|| bad("expected a URI with a scheme."))?;
         match scheme.to_ascii_lowercase().as_str() {
             "http" | "https" => Ok(Self::Webhook {
-                url: http_url(raw).map_err(|w| bad(w))?,
+                url: http_url(raw).map_err(&bad)?,
             }),
             "trust+http" | "trust+https" => Ok(Self::Trust {
-                url: http_url(&raw["trust+".len()..]).map_err(|w| bad(w))?,
+                url: http_url(&raw["trust+".len()..]).map_err(&bad)?,
             }),
             "mailto" => {
                 let rest = &raw["mailto:".len()..];
@@ -102,7 +102,7 @@ impl Subscriber {
 
 fn http_url(raw: &str) -> Result<Url, &'static str> {
     let url = Url::parse(raw).map_err(|_| "not a valid URL.")?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().map_or(true, str::is_empty) {
         return Err("expected an http(s) URL with a host.");
     }
     Ok(url)

@@ -151,7 +151,7 @@ impl TopicMetadata {
         let doc = self.with_defaults();
         filters.iter().all(|(k, want)| match doc.get(k) {
             Some(Value::String(s)) => s == want,
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string() == *want,
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => format!("{v}") == *want,
             _ => false,
         })
     }

@@ -343,6 +343,23 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes an expired subscription. `true` when this call deleted it (so exactly one
+    /// process reports the expiry).
+    pub async fn expire_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
+        let stream = match self.stream_of(&sub.project, &sub.topic).await {
+            Ok(s) => s,
+            Err(StoreError::NotFound) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match stream.delete_consumer(&sub.id).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("consumer not found") => Ok(false),
+            Err(e) => Err(nats(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,22 +399,5 @@ mod tests {
         assert_eq!(a, derived_id(&["p", "t", "k"]));
         assert_ne!(a, derived_id(&["p", "tk", ""]));
         assert!(uuid::Uuid::parse_str(&a).is_ok());
-    }
-}
-
-impl Store {
-    /// Deletes an expired subscription. `true` when this call deleted it (so exactly one
-    /// process reports the expiry).
-    pub async fn expire_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
-        let stream = match self.stream_of(&sub.project, &sub.topic).await {
-            Ok(s) => s,
-            Err(StoreError::NotFound) => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        match stream.delete_consumer(&sub.id).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.to_string().contains("consumer not found") => Ok(false),
-            Err(e) => Err(nats(e)),
-        }
     }
 }
