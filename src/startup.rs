@@ -11,6 +11,7 @@ use crate::{
     api::{self, AppState},
     auth::Authenticator,
     config::Config,
+    delivery::{Engine, Outbound},
     store::Store,
     telemetry,
 };
@@ -54,11 +55,13 @@ impl Application {
         let store = Store::connect(&config)
             .await
             .context("failed to set up the NATS connection")?;
+        let outbound = Outbound::new(&config).context("failed to set up outbound delivery")?;
         let state = AppState {
             store,
             auth,
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
+            outbound,
         };
         Ok(Self {
             listener,
@@ -88,7 +91,14 @@ impl Application {
             self.state.auth.clone(),
             shutdown.clone(),
         ));
-        let _ = self.roles.workers;
+        if self.roles.workers {
+            let engine = Engine::new(
+                self.state.store.clone(),
+                self.state.config.clone(),
+                self.state.outbound.clone(),
+            );
+            tasks.spawn(engine.run(shutdown.clone()));
+        }
         if let Some(listener) = self.listener {
             let app = api::router(self.state.clone());
             tracing::info!(address = %listener.local_addr()?, "API listening");

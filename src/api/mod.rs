@@ -2,7 +2,9 @@
 //! (request ids, metrics, body limit, timeouts, JSON errors for every failure).
 
 pub mod extract;
+mod messages;
 mod ops;
+mod subscriptions;
 mod topics;
 
 use std::{sync::Arc, time::Instant};
@@ -21,6 +23,7 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 use crate::{
     auth::Authenticator,
     config::Config,
+    delivery::Outbound,
     error::{ApiError, CinderError},
     store::Store,
 };
@@ -34,6 +37,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
+    /// Outbound clients (subscription confirmations are sent from the API).
+    pub outbound: Outbound,
 }
 
 /// The request id of the current request (`req-<uuid>`), as Cinder and Zaqar name them.
@@ -46,6 +51,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(topics::router())
+        .merge(messages::router())
+        .merge(subscriptions::router())
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,6 +1,10 @@
 //! One integration-test binary: every module drives a real nats-server and Herald.
 
+mod delivery;
 mod helpers;
 mod http_layer;
+mod messages;
 mod ops;
+mod peers;
+mod subscriptions;
 mod topics;
