@@ -68,6 +68,14 @@ pub struct Config {
     /// Permitted user messages catalog file; built-in catalog when unset.
     pub catalog: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// Length of one "second" of a retry policy, in milliseconds (1000; tests shorten it).
+    pub retry_delay_unit_ms: u64,
+    /// Upper bound of one outbound delivery attempt (webhook, email, NATS request).
+    pub delivery_timeout_ms: u64,
+    /// Deliveries in flight per subscription (its consumer's `max_ack_pending`).
+    pub delivery_max_in_flight: usize,
+    /// Smallest subscription `ttl` accepted, in seconds (60 as in Zaqar; tests lower it).
+    pub min_subscription_ttl: u64,
 }
 
 impl Default for Config {
@@ -96,6 +104,10 @@ impl Default for Config {
             message_ttl: 2_592_000,
             catalog: None,
             log_format: LogFormat::Text,
+            retry_delay_unit_ms: 1000,
+            delivery_timeout_ms: 10_000,
+            delivery_max_in_flight: 256,
+            min_subscription_ttl: 60,
         }
     }
 }
@@ -168,6 +180,15 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
         }
+        if self.retry_delay_unit_ms == 0 || self.delivery_timeout_ms == 0 {
+            return Err(invalid(
+                "delivery_timeout_ms",
+                "delivery timeouts and retry_delay_unit_ms must be positive",
+            ));
+        }
+        if !(1..=10_000).contains(&self.delivery_max_in_flight) {
+            return Err(invalid("delivery_max_in_flight", "must be 1..=10000"));
+        }
         if self.message_ttl == 0 {
             return Err(invalid("message_ttl", "must be positive"));
         }
@@ -176,6 +197,14 @@ impl Config {
 
     pub fn nats_timeout(&self) -> Duration {
         Duration::from_millis(self.nats_timeout_ms)
+    }
+
+    pub fn retry_delay_unit(&self) -> Duration {
+        Duration::from_millis(self.retry_delay_unit_ms)
+    }
+
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -224,6 +253,10 @@ impl fmt::Debug for Config {
             .field("message_ttl", &self.message_ttl)
             .field("catalog", &self.catalog)
             .field("log_format", &self.log_format)
+            .field("retry_delay_unit_ms", &self.retry_delay_unit_ms)
+            .field("delivery_timeout_ms", &self.delivery_timeout_ms)
+            .field("delivery_max_in_flight", &self.delivery_max_in_flight)
+            .field("min_subscription_ttl", &self.min_subscription_ttl)
             .finish()
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod server;

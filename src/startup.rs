@@ -12,6 +12,7 @@ use crate::{
     auth::Authenticator,
     catalog::Catalog,
     config::Config,
+    delivery::{Engine, Outbound},
     store::Store,
     telemetry,
     user_messages::{self, UserMessages},
@@ -63,12 +64,14 @@ impl Application {
             Arc::new(catalog),
             Duration::from_secs(config.message_ttl),
         );
+        let outbound = Outbound::new(&config).context("failed to set up outbound delivery")?;
         let state = AppState {
             store,
             auth,
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
             user_messages,
+            outbound,
         };
         Ok(Self {
             listener,
@@ -103,7 +106,14 @@ impl Application {
             self.state.store.client().clone(),
             shutdown.clone(),
         ));
-        let _ = self.roles.workers;
+        if self.roles.workers {
+            let engine = Engine::new(
+                self.state.store.clone(),
+                self.state.config.clone(),
+                self.state.outbound.clone(),
+            );
+            tasks.spawn(engine.run(shutdown.clone()));
+        }
         if let Some(listener) = self.listener {
             let app = api::router(self.state.clone());
             tracing::info!(address = %listener.local_addr()?, "API listening");

@@ -2,7 +2,9 @@
 //! (request ids, metrics, body limit, timeouts, JSON errors for every failure).
 
 pub mod extract;
+mod messages;
 mod ops;
+mod subscriptions;
 mod topics;
 mod user_messages;
 
@@ -22,6 +24,7 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 use crate::{
     auth::Authenticator,
     config::Config,
+    delivery::Outbound,
     error::{ApiError, CinderError},
     store::Store,
     user_messages::UserMessages,
@@ -38,6 +41,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The one create path of user messages (catalog + store).
     pub user_messages: UserMessages,
+    /// Outbound clients (subscription confirmations are sent from the API).
+    pub outbound: Outbound,
 }
 
 /// The request id of the current request (`req-<uuid>`), as Cinder and Zaqar name them.
@@ -51,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(topics::router())
         .merge(user_messages::router())
+        .merge(messages::router())
+        .merge(subscriptions::router())
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -22,13 +22,20 @@ use crate::error::ApiError;
         super::topics::create_topic, super::topics::list_topics, super::topics::get_topic,
         super::topics::update_topic, super::topics::delete_topic, super::topics::topic_stats,
         super::topics::purge_topic,
+        super::messages::post_messages,
+        super::subscriptions::create_subscription, super::subscriptions::list_subscriptions,
+        super::subscriptions::get_subscription, super::subscriptions::update_subscription,
+        super::subscriptions::delete_subscription, super::subscriptions::confirm_subscription,
+        super::subscriptions::list_dead_letters, super::subscriptions::replay_dead_letters,
         super::user_messages::list_versions, super::user_messages::show_v3_version,
         super::user_messages::list_messages, super::user_messages::list_own_messages,
         super::user_messages::show_message, super::user_messages::show_own_message,
         super::user_messages::delete_message, super::user_messages::delete_own_message,
         super::user_messages::create_message,
     ),
-    tags((name = "topics", description = "Zaqar v2 topics"), (name = "operations"),
+    tags((name = "topics", description = "Zaqar v2 topics"),
+        (name = "subscriptions", description = "Zaqar v2 subscriptions on topics, dead letters"),
+        (name = "operations"),
         (name = "user messages", description = "Cinder v3 user messages"))
 )]
 pub struct ApiDoc;

@@ -2,10 +2,13 @@
 
 mod names;
 mod retry_policy;
+pub mod signed_url;
+pub mod subscriber;
 pub mod topic_metadata;
 
 pub use names::{ProjectId, TopicName};
 pub use retry_policy::{BackoffFunction, RetryPolicy};
+pub use subscriber::Subscriber;
 pub use topic_metadata::{Protocol, TopicMetadata};
 
 /// A validation failure, with a message meant for the API caller.

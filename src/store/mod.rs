@@ -1,7 +1,10 @@
 //! All access to NATS JetStream: connection, buckets and streams. Nothing outside `store`
 //! talks to NATS for state; handlers and workers call the functions here.
 
+pub mod dead_letters;
+pub mod messages;
 mod scan;
+pub mod subscriptions;
 pub mod topics;
 pub mod user_messages;
 
@@ -61,6 +64,7 @@ pub struct Store {
     js: jetstream::Context,
     replicas: usize,
     buckets: Arc<OnceCell<Buckets>>,
+    dead_letters: Arc<OnceCell<jetstream::stream::Stream>>,
 }
 
 impl Store {
@@ -95,11 +99,16 @@ impl Store {
             js,
             replicas: config.replicas,
             buckets: Arc::new(OnceCell::new()),
+            dead_letters: Arc::new(OnceCell::new()),
         })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
     }
 
     pub fn is_connected(&self) -> bool {

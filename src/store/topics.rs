@@ -50,7 +50,10 @@ pub fn topic_stream_config(
     jetstream::stream::Config {
         name: stream_name(project, topic),
         description: Some(format!("Herald topic {project}/{topic}")),
-        subjects: vec![topic_subject(project, topic)],
+        subjects: vec![
+            topic_subject(project, topic),
+            super::subscriptions::replay_subject(&stream_name(project, topic), "*"),
+        ],
         retention: RetentionPolicy::Interest,
         storage: StorageType::File,
         max_age: Duration::from_secs(MAX_MESSAGE_TTL_SECS),
@@ -252,6 +255,7 @@ impl Store {
         let kv = &self.buckets().await?.topics;
         self.delete_stream_if_present(&stream_name(project, topic))
             .await?;
+        self.purge_dead_letters(project, topic).await?;
         kv.purge(key(project, topic)).await.map_err(nats)?;
         Ok(())
     }
@@ -331,6 +335,7 @@ impl Store {
             stats.subscriptions += 1;
             stats.pending += info.num_pending + info.num_ack_pending as u64;
         }
+        stats.dead_letters = self.count_dead_letters(project, topic).await?;
         Ok(stats)
     }
 

@@ -1,8 +1,12 @@
 //! One integration-test binary: every module drives a real nats-server and Herald.
 
 mod cinderclient;
+mod delivery;
 mod helpers;
 mod http_layer;
+mod messages;
 mod ops;
+mod peers;
+mod subscriptions;
 mod topics;
 mod user_messages;

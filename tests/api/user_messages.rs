@@ -843,3 +843,39 @@ async fn in_tokens_mode_v3_needs_a_known_token_and_roles_come_from_the_tokens_fi
     .unwrap();
     assert_eq!(res.status(), 204);
 }
+
+#[tokio::test]
+async fn a_dead_letter_becomes_a_user_message_of_the_subscriptions_project() {
+    // Arrange: a subscriber that rejects everything (4xx: a permanent failure)
+    let app = crate::peers::spawn_delivery_app().await;
+    let p = app.project.clone();
+    let receiver = crate::peers::Receiver::start().await;
+    receiver.answer(422, None, Duration::ZERO);
+    app.put_topic("t", None).await;
+    let subscription = app
+        .subscribe("t", json!({"subscriber": receiver.url}))
+        .await;
+
+    // Act
+    app.post_messages("t", json!({"messages": [{"body": 1}]}))
+        .await;
+
+    // Assert: the delivery engine's notice went through the catalog into the bucket
+    let list = eventually(
+        Duration::from_secs(15),
+        "the dead-letter user message",
+        || {
+            let (app, p) = (&app, p.clone());
+            async move {
+                let list = json_with(app.list_user_messages(&p, "3.5", "").await, 200).await;
+                (!ids(&list).is_empty()).then_some(list)
+            }
+        },
+    )
+    .await;
+    let m = &list["messages"][0];
+    assert_eq!(m["event_id"], "HERALD_SUBSCRIPTION_001_001");
+    assert_eq!(m["resource_type"], "SUBSCRIPTION");
+    assert_eq!(m["resource_uuid"], subscription.as_str());
+    assert!(m["user_message"].as_str().unwrap().contains("rejected"));
+}

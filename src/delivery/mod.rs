@@ -1,0 +1,352 @@
+//! The delivery engine: finds every subscription (durable consumer) and runs one worker per
+//! subscription in this process. Several processes pull from the same consumers and share
+//! the work without double delivery.
+//!
+//! Discovery: JetStream consumer advisories (created/deleted), stream-deleted advisories
+//! and Herald's own `herald.internal.subscriptions.changed.>` announcements start, restart
+//! or stop a worker within moments; a full resync at start-up and every
+//! [`RESYNC_PERIOD`] is the safety net (and picks up topic policy changes).
+//!
+//! Layout: `worker` (pull loop and `deliver_one`), `outcome`, one module per protocol
+//! (`webhook`, `email`, `nats`), `confirm` (subscription confirmations) and
+//! `user_messages` (the dead-letter notice to the project).
+
+pub mod confirm;
+pub mod email;
+pub mod nats;
+pub mod outcome;
+pub mod user_messages;
+pub mod webhook;
+pub mod worker;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::jetstream::consumer::pull;
+use futures::{StreamExt, TryStreamExt};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::Config,
+    domain::Subscriber,
+    store::{
+        subscriptions::{ConsumerLimits, Subscription, CHANGED_SUBJECT_PREFIX},
+        topics::{stream_name, TOPIC_STREAM_PREFIX},
+        Store,
+    },
+};
+
+/// Full resync period: the upper bound for noticing a missed event or a topic policy change.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(10);
+
+/// Outbound clients, built once per process and shared by the API (confirmations) and
+/// the workers.
+#[derive(Clone)]
+pub struct Outbound {
+    pub webhook: webhook::WebhookClient,
+    pub mailer: Option<email::Mailer>,
+}
+
+impl Outbound {
+    /// # Errors
+    /// When `smtp_url` is set but unusable.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let webhook = webhook::WebhookClient::new(
+            webhook::AddressGuard::new(config.outbound_allow.clone()),
+            config.delivery_timeout(),
+        );
+        let mailer = config
+            .smtp_url
+            .as_deref()
+            .map(|url| email::Mailer::new(url, &config.mail_from, config.delivery_timeout()))
+            .transpose()?;
+        Ok(Self { webhook, mailer })
+    }
+}
+
+/// The consumer settings subscriptions get from this config.
+pub fn consumer_limits(config: &Config) -> ConsumerLimits {
+    ConsumerLimits {
+        // Comfortably longer than one attempt; slower attempts send progress acks.
+        ack_wait: (config.delivery_timeout() * 3).max(Duration::from_secs(3)),
+        max_in_flight: config.delivery_max_in_flight,
+    }
+}
+
+/// What every worker shares.
+pub struct Deps {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub outbound: Outbound,
+    pub limits: ConsumerLimits,
+}
+
+impl Deps {
+    /// Ends an expired subscription: deletes its consumer, and the process that actually
+    /// deleted it tells the project.
+    pub async fn expire(&self, sub: &Subscription) {
+        match self.store.expire_subscription(sub).await {
+            Ok(true) => {
+                tracing::info!(subscription = %sub.id, "subscription expired");
+                user_messages::notify(
+                    self.store.client(),
+                    sub.project.as_str(),
+                    user_messages::EVENT_EXPIRED,
+                    &sub.id,
+                )
+                .await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, subscription = %sub.id, "expiry postponed"),
+        }
+    }
+}
+
+struct Running {
+    fingerprint: String,
+    cancel: CancellationToken,
+}
+
+/// Runs the workers of this process.
+#[derive(Clone)]
+pub struct Engine {
+    deps: Arc<Deps>,
+    running: Arc<Mutex<HashMap<(String, String), Running>>>,
+    tracker: TaskTracker,
+}
+
+impl Engine {
+    pub fn new(store: Store, config: Arc<Config>, outbound: Outbound) -> Self {
+        let limits = consumer_limits(&config);
+        Self {
+            deps: Arc::new(Deps {
+                store,
+                config,
+                outbound,
+                limits,
+            }),
+            running: Arc::default(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Runs until `shutdown`; then stops pulling and waits for in-flight deliveries.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let events = tokio::spawn(self.clone().listen(shutdown.clone()));
+        loop {
+            if let Err(e) = self.resync(&shutdown).await {
+                tracing::debug!(error = %e, "delivery resync postponed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(RESYNC_PERIOD) => {}
+            }
+        }
+        let _ = events.await;
+        for (_, r) in self.running.lock().expect("workers lock").drain() {
+            r.cancel.cancel();
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+        tracing::info!("delivery engine stopped");
+    }
+
+    /// Reacts to consumer and stream events at once.
+    async fn listen(self, shutdown: CancellationToken) {
+        let client = self.deps.store.client().clone();
+        let subjects = [
+            "$JS.EVENT.ADVISORY.CONSUMER.CREATED.>".to_owned(),
+            "$JS.EVENT.ADVISORY.CONSUMER.DELETED.>".to_owned(),
+            "$JS.EVENT.ADVISORY.STREAM.DELETED.>".to_owned(),
+            format!("{CHANGED_SUBJECT_PREFIX}.>"),
+        ];
+        let mut subs = Vec::new();
+        for s in subjects {
+            match client.subscribe(s).await {
+                Ok(sub) => subs.push(sub),
+                Err(e) => tracing::warn!(error = %e, "cannot watch subscription events"),
+            }
+        }
+        let mut events = futures::stream::select_all(subs);
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = events.next() => e,
+            };
+            let Some(event) = event else { return };
+            let tokens: Vec<&str> = event.subject.split('.').collect();
+            let (stream, consumer) = match tokens.as_slice() {
+                ["$JS", "EVENT", "ADVISORY", "STREAM", "DELETED", stream] => (*stream, None),
+                [.., stream, consumer] => (*stream, Some(*consumer)),
+                _ => continue,
+            };
+            if !stream.starts_with(TOPIC_STREAM_PREFIX) {
+                continue;
+            }
+            let (stream, consumer) = (stream.to_owned(), consumer.map(str::to_owned));
+            let engine = self.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.refresh(&stream, consumer.as_deref(), &token).await {
+                    tracing::debug!(error = %e, "subscription refresh postponed");
+                }
+            });
+        }
+    }
+
+    /// Brings one subscription's worker (or a whole deleted stream's) up to date.
+    async fn refresh(
+        &self,
+        stream: &str,
+        consumer: Option<&str>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(consumer) = consumer else {
+            self.stop_where(|(s, _)| s == stream);
+            return Ok(());
+        };
+        let js = self.deps.store.jetstream();
+        let info = match js.get_stream(stream).await {
+            Ok(s) => match s.consumer_info(consumer).await {
+                Ok(info) => Some(info),
+                Err(e) if e.to_string().contains("consumer not found") => None,
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) if e.to_string().contains("stream not found") => None,
+            Err(e) => return Err(e.into()),
+        };
+        match info {
+            Some(info) => {
+                self.ensure(stream, &info.name, &info.config.metadata, shutdown)
+                    .await
+            }
+            None => {
+                self.stop_where(|(s, c)| s == stream && c == consumer);
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists every subscription and makes the running workers match.
+    async fn resync(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let js = self.deps.store.jetstream();
+        let names: Vec<String> = js.stream_names().try_collect().await?;
+        let mut seen = std::collections::HashSet::new();
+        for stream in names
+            .into_iter()
+            .filter(|n| n.starts_with(TOPIC_STREAM_PREFIX))
+        {
+            let Ok(s) = js.get_stream(&stream).await else {
+                continue;
+            };
+            let infos: Vec<_> = s.consumers().try_collect().await?;
+            for info in infos {
+                seen.insert((stream.clone(), info.name.clone()));
+                self.ensure(&stream, &info.name, &info.config.metadata, shutdown)
+                    .await?;
+            }
+        }
+        self.stop_where(|key| !seen.contains(key));
+        Ok(())
+    }
+
+    fn stop_where(&self, pred: impl Fn(&(String, String)) -> bool) {
+        let mut running = self.running.lock().expect("workers lock");
+        running.retain(|k, r| {
+            if pred(k) {
+                r.cancel.cancel();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Starts the worker of a subscription, or restarts it when it changed.
+    async fn ensure(
+        &self,
+        stream: &str,
+        consumer: &str,
+        metadata: &HashMap<String, String>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Some(sub) = Subscription::from_consumer(consumer, metadata) else {
+            return Ok(());
+        };
+        if stream_name(&sub.project, &sub.topic) != stream {
+            return Ok(());
+        }
+        let key = (stream.to_owned(), consumer.to_owned());
+        if sub.is_expired(chrono::Utc::now()) {
+            self.stop_where(|k| *k == key);
+            self.deps.expire(&sub).await;
+            return Ok(());
+        }
+        let Some(topic) = self.deps.store.get_topic(&sub.project, &sub.topic).await? else {
+            return Ok(());
+        };
+        let mut sorted: Vec<_> = metadata.iter().collect();
+        sorted.sort();
+        let fingerprint = format!("{sorted:?}/{}", topic.revision);
+        if self
+            .running
+            .lock()
+            .expect("workers lock")
+            .get(&key)
+            .is_some_and(|r| r.fingerprint == fingerprint)
+        {
+            return Ok(());
+        }
+        let Ok(subscriber) = Subscriber::parse(&sub.subscriber) else {
+            tracing::warn!(subscription = %sub.id, "unreadable subscriber; not delivering");
+            return Ok(());
+        };
+        let target = Arc::new(worker::Target {
+            policy: worker::Target::effective_policy(topic.metadata.retry_policy(), &sub.options),
+            default_ttl: topic.metadata.default_message_ttl(),
+            topic: sub.topic.clone(),
+            stream: stream.to_owned(),
+            subscriber,
+            sub,
+        });
+        let handle = self
+            .deps
+            .store
+            .jetstream()
+            .get_stream(stream)
+            .await?
+            .get_consumer::<pull::Config>(consumer)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open consumer {consumer}: {e}"))?;
+        let cancel = shutdown.child_token();
+        {
+            let mut running = self.running.lock().expect("workers lock");
+            if running
+                .get(&key)
+                .is_some_and(|r| r.fingerprint == fingerprint)
+            {
+                return Ok(());
+            }
+            if let Some(old) = running.insert(
+                key,
+                Running {
+                    fingerprint,
+                    cancel: cancel.clone(),
+                },
+            ) {
+                old.cancel.cancel();
+            }
+        }
+        self.tracker.spawn(worker::run(
+            self.deps.clone(),
+            target,
+            handle,
+            cancel,
+            self.tracker.clone(),
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! What one delivery step ends in, and why a delivery attempt failed.
+
+use std::time::Duration;
+
+/// The result of [`super::worker::deliver_one`] for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The subscriber has it; acked.
+    Delivered,
+    /// Not due yet (delay): NAKed with the remaining time; not an attempt.
+    Deferred(Duration),
+    /// The attempt failed; NAKed to come back after the delay.
+    Retry { attempt: u64, after: Duration },
+    /// Given up: terminated on this subscription and recorded as a dead letter.
+    DeadLettered { attempts: u64 },
+    /// Not delivered on purpose (unconfirmed or expired subscription); acked.
+    Skipped,
+    /// Herald could not finish its own bookkeeping (NATS down); NAKed, not an attempt.
+    Postponed,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Deferred(_) => "deferred",
+            Self::Retry { .. } => "retry",
+            Self::DeadLettered { .. } => "dead_letter",
+            Self::Skipped => "skipped",
+            Self::Postponed => "postponed",
+        }
+    }
+}
+
+/// Why an attempt failed; tells retryable failures from permanent ones.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("the subscriber answered HTTP {status}")]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach the subscriber: {0}")]
+    Connect(String),
+    #[error("the outbound address guard refused {0} (loopback, private, link-local or metadata address; see outbound_allow)")]
+    Blocked(String),
+    #[error("SMTP relay: {message}")]
+    Smtp { message: String, permanent: bool },
+    #[error("nobody answered the NATS request on {0}")]
+    NoReply(String),
+    /// The subscription cannot be delivered as configured (e.g. no SMTP relay, bad header).
+    #[error("{0}")]
+    Misconfigured(String),
+}
+
+impl DeliveryError {
+    /// Permanent failures go straight to the dead letters.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            // 408 and 429 are "later", other 4xx are "never".
+            Self::Status { status, .. } => {
+                (400..500).contains(status) && *status != 408 && *status != 429
+            }
+            Self::Blocked(_) | Self::Misconfigured(_) => true,
+            Self::Smtp { permanent, .. } => *permanent,
+            Self::Timeout(_) | Self::Connect(_) | Self::NoReply(_) => false,
+        }
+    }
+
+    /// A delay the subscriber asked for (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_are_permanent_except_408_and_429() {
+        let status = |s| DeliveryError::Status {
+            status: s,
+            retry_after: None,
+        };
+        assert!(status(400).is_permanent());
+        assert!(status(404).is_permanent());
+        assert!(!status(408).is_permanent());
+        assert!(!status(429).is_permanent());
+        assert!(!status(500).is_permanent());
+        assert!(!status(503).is_permanent());
+        assert!(!DeliveryError::Timeout(Duration::from_secs(1)).is_permanent());
+        assert!(DeliveryError::Blocked("10.0.0.1".into()).is_permanent());
+    }
+}

@@ -1,0 +1,243 @@
+//! The outbound HTTP client for webhook and `trust+` subscribers: built once (connection
+//! reuse, bounded timeouts), with the SSRF guard inside it: every resolved address, and
+//! every IP-literal URL, must be public or inside `outbound_allow`.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use reqwest::{
+    dns::{Addrs, Name, Resolve, Resolving},
+    header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER},
+    Url,
+};
+
+use super::outcome::DeliveryError;
+
+/// Longest `Retry-After` Herald honours.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Which outbound addresses may be contacted.
+#[derive(Debug, Clone, Default)]
+pub struct AddressGuard {
+    allow: Arc<Vec<IpNet>>,
+}
+
+impl AddressGuard {
+    pub fn new(allow: Vec<IpNet>) -> Self {
+        Self {
+            allow: Arc::new(allow),
+        }
+    }
+
+    /// Public addresses pass; loopback, private, link-local (incl. cloud metadata),
+    /// unspecified, CGNAT, multicast and documentation ranges pass only when allowed.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if self.allow.iter().any(|net| net.contains(&ip)) {
+            return true;
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                !(v4.is_loopback()
+                    || v4.is_private()
+                    || v4.is_link_local()
+                    || v4.is_unspecified()
+                    || v4.is_broadcast()
+                    || v4.is_multicast()
+                    || v4.is_documentation()
+                    || o[0] == 0
+                    || (o[0] == 100 && (64..128).contains(&o[1])))
+            }
+            IpAddr::V6(v6) => {
+                let seg0 = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (seg0 & 0xfe00) == 0xfc00
+                    || (seg0 & 0xffc0) == 0xfe80)
+            }
+        }
+    }
+}
+
+/// The address a blocked name resolved to, as a resolver error reqwest carries back.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BlockedName(String);
+
+/// Resolves with the system resolver and drops addresses the guard refuses.
+struct GuardedResolver(AddressGuard);
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let guard = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| guard.permits(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(Box::new(BlockedName(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// One client for all webhook deliveries.
+#[derive(Clone)]
+pub struct WebhookClient {
+    http: reqwest::Client,
+    guard: AddressGuard,
+    timeout: Duration,
+}
+
+impl WebhookClient {
+    pub fn new(guard: AddressGuard, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the webhook client builds");
+        Self {
+            http,
+            guard,
+            timeout,
+        }
+    }
+
+    /// POSTs `body` as JSON; `Ok` on 2xx.
+    ///
+    /// # Errors
+    /// A [`DeliveryError`] that says whether a retry can help.
+    pub async fn post(
+        &self,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(), DeliveryError> {
+        let host = url.host_str().unwrap_or_default();
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        if let Some(ip) = literal.filter(|ip| !self.guard.permits(*ip)) {
+            return Err(DeliveryError::Blocked(ip.to_string()));
+        }
+        let res = self
+            .http
+            .post(url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.classify(e))?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = res
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        Err(DeliveryError::Status {
+            status: status.as_u16(),
+            retry_after,
+        })
+    }
+
+    fn classify(&self, e: reqwest::Error) -> DeliveryError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if let Some(b) = s.downcast_ref::<BlockedName>() {
+                return DeliveryError::Blocked(b.0.clone());
+            }
+            source = s.source();
+        }
+        if e.is_timeout() {
+            DeliveryError::Timeout(self.timeout)
+        } else {
+            DeliveryError::Connect(error_chain(&e))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Turns `options.post_headers` into headers; names and values must be valid HTTP.
+pub fn extra_headers(post_headers: Option<&serde_json::Value>) -> Result<HeaderMap, DeliveryError> {
+    let mut out = HeaderMap::new();
+    let Some(map) = post_headers.and_then(|v| v.as_object()) else {
+        return Ok(out);
+    };
+    for (k, v) in map {
+        let value = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| DeliveryError::Misconfigured(format!("invalid header name {k:?}")))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| DeliveryError::Misconfigured(format!("invalid value of header {k}")))?;
+        out.insert(name, value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_refuses_internal_addresses_unless_allowed() {
+        let strict = AddressGuard::new(vec![]);
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!strict.permits(ip.parse().unwrap()), "{ip} permitted");
+        }
+        assert!(strict.permits("93.184.216.34".parse().unwrap()));
+        assert!(strict.permits("2606:2800:220:1::1".parse().unwrap()));
+        let tests = AddressGuard::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        assert!(tests.permits("127.0.0.1".parse().unwrap()));
+        assert!(!tests.permits("10.0.0.1".parse().unwrap()));
+    }
+}

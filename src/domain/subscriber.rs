@@ -1,0 +1,188 @@
+//! A subscriber URI (`http(s)://`, `mailto:`, `trust+http(s)://`, `nats:{subject}`), parsed
+//! once into the protocol it is delivered with.
+
+use std::fmt;
+
+use reqwest::Url;
+
+use super::{Invalid, Protocol};
+
+/// Longest accepted subscriber URI.
+const MAX_SUBSCRIBER_LEN: usize = 2048;
+
+/// Where a subscription's messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscriber {
+    /// `http(s)://...`: a JSON POST.
+    Webhook { url: Url },
+    /// `trust+http(s)://...`: a JSON POST to the URL without the `trust+` prefix, carrying
+    /// a delegated `X-Auth-Token`.
+    Trust { url: Url },
+    /// `mailto:addr?subject=...`: an email through the SMTP relay.
+    Email {
+        address: String,
+        subject: Option<String>,
+    },
+    /// `nats:{subject}`: a NATS request; any reply acks it.
+    Nats { subject: String },
+}
+
+impl Subscriber {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let bad = |why: &str| Invalid(format!("Invalid subscriber {raw:?}: {why}"));
+        if raw.is_empty() || raw.len() > MAX_SUBSCRIBER_LEN {
+            return Err(bad("expected 1 to 2048 characters."));
+        }
+        let (scheme, _) = raw
+            .split_once(':')
+            .ok_or_else(|| bad("expected a URI with a scheme."))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" | "https" => Ok(Self::Webhook {
+                url: http_url(raw).map_err(&bad)?,
+            }),
+            "trust+http" | "trust+https" => Ok(Self::Trust {
+                url: http_url(&raw["trust+".len()..]).map_err(&bad)?,
+            }),
+            "mailto" => {
+                let rest = &raw["mailto:".len()..];
+                let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let address = percent_decode(address);
+                let ok = address.split_once('@').is_some_and(|(user, host)| {
+                    !user.is_empty()
+                        && !host.is_empty()
+                        && !address.contains([' ', ',', '<', '>', '\r', '\n'])
+                });
+                if !ok {
+                    return Err(bad("expected mailto:user@host."));
+                }
+                let subject = form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k.eq_ignore_ascii_case("subject"))
+                    .map(|(_, v)| v.into_owned());
+                Ok(Self::Email { address, subject })
+            }
+            "nats" => {
+                let subject = &raw["nats:".len()..];
+                let ok = !subject.is_empty()
+                    && subject.split('.').all(|t| {
+                        !t.is_empty()
+                            && t.bytes()
+                                .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+                    })
+                    && !subject.starts_with("$JS")
+                    && !subject.starts_with("herald.");
+                if !ok {
+                    return Err(bad(
+                        "expected nats:{subject} with a literal subject outside $JS and herald.",
+                    ));
+                }
+                Ok(Self::Nats {
+                    subject: subject.to_owned(),
+                })
+            }
+            _ => Err(bad(
+                "the scheme must be http, https, mailto, trust+http, trust+https or nats.",
+            )),
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Self::Webhook { .. } => Protocol::Webhook,
+            Self::Trust { .. } => Protocol::Trust,
+            Self::Email { .. } => Protocol::Email,
+            Self::Nats { .. } => Protocol::Nats,
+        }
+    }
+
+    /// Whether the subscriber must confirm before receiving (when confirmation is on).
+    pub fn needs_confirmation(&self) -> bool {
+        matches!(self, Self::Webhook { .. } | Self::Email { .. })
+    }
+}
+
+fn http_url(raw: &str) -> Result<Url, &'static str> {
+    let url = Url::parse(raw).map_err(|_| "not a valid URL.")?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err("expected an http(s) URL with a host.");
+    }
+    Ok(url)
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("a={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+impl fmt::Display for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Webhook { url } => write!(f, "{url}"),
+            Self::Trust { url } => write!(f, "trust+{url}"),
+            Self::Email { address, .. } => write!(f, "mailto:{address}"),
+            Self::Nats { subject } => write!(f, "nats:{subject}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scheme_maps_to_its_protocol() {
+        let cases = [
+            ("http://127.0.0.1:9/hook", Protocol::Webhook),
+            ("https://example.com/x?y=1", Protocol::Webhook),
+            ("trust+https://example.com/t", Protocol::Trust),
+            ("mailto:ops@example.com?subject=Hi%20there", Protocol::Email),
+            ("nats:alerts.orders", Protocol::Nats),
+        ];
+        for (raw, protocol) in cases {
+            assert_eq!(
+                Subscriber::parse(raw).unwrap().protocol(),
+                protocol,
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn mailto_reads_the_subject_query() {
+        let s = Subscriber::parse("mailto:ops@example.com?subject=Hi%20there").unwrap();
+        assert_eq!(
+            s,
+            Subscriber::Email {
+                address: "ops@example.com".into(),
+                subject: Some("Hi there".into())
+            }
+        );
+    }
+
+    #[test]
+    fn trust_strips_its_prefix() {
+        let Subscriber::Trust { url } = Subscriber::parse("trust+http://h:1/p").unwrap() else {
+            panic!("not trust");
+        };
+        assert_eq!(url.as_str(), "http://h:1/p");
+    }
+
+    #[test]
+    fn malformed_subscribers_are_refused() {
+        for bad in [
+            "",
+            "ftp://x",
+            "http://",
+            "mailto:nobody",
+            "nats:",
+            "nats:a.*",
+            "nats:a..b",
+            "nats:$JS.API.INFO",
+            "nats:herald.topics.p.t",
+            "example.com",
+        ] {
+            assert!(Subscriber::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

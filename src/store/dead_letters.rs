@@ -1,0 +1,237 @@
+//! Dead letters: messages a subscription gave up on, with the last error, in one stream
+//! (`HERALD_DEAD_LETTERS`, limits retention, bounded age). Subject
+//! `herald.dead_letters.{project}.{topic stream}.{subscription}`, so one subscription's
+//! letters list by subject and a topic's count by wildcard.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    stream::{RetentionPolicy, StorageType},
+};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    messages::{HEADER_ID, HEADER_TTL},
+    nats,
+    subscriptions::replay_subject,
+    topics::stream_name,
+    Store, StoreError,
+};
+use crate::domain::{ProjectId, TopicName};
+
+pub const DEAD_LETTERS_STREAM: &str = "HERALD_DEAD_LETTERS";
+/// How long dead letters are kept.
+const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 86_400);
+
+fn subject(project: &ProjectId, stream: &str, subscription: &str) -> String {
+    format!("herald.dead_letters.{project}.{stream}.{subscription}")
+}
+
+/// A dead letter as stored and listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub body: Value,
+    pub attempts: u64,
+    pub last_error: String,
+    pub failed_at: DateTime<Utc>,
+    /// The message TTL it was published with, kept for replays.
+    #[serde(default)]
+    pub ttl: Option<u64>,
+}
+
+/// A stored dead letter with its position (the paging marker).
+#[derive(Debug, Clone)]
+pub struct StoredDeadLetter {
+    pub seq: u64,
+    pub letter: DeadLetter,
+}
+
+impl Store {
+    async fn dead_letter_stream(&self) -> Result<&jetstream::stream::Stream, StoreError> {
+        if !self.is_connected() {
+            return Err(StoreError::Unavailable("not connected to NATS".into()));
+        }
+        self.dead_letters
+            .get_or_try_init(|| async {
+                self.js
+                    .get_or_create_stream(jetstream::stream::Config {
+                        name: DEAD_LETTERS_STREAM.into(),
+                        description: Some("Herald dead letters".into()),
+                        subjects: vec!["herald.dead_letters.>".into()],
+                        retention: RetentionPolicy::Limits,
+                        storage: StorageType::File,
+                        max_age: DEAD_LETTER_MAX_AGE,
+                        duplicate_window: Duration::from_secs(120),
+                        num_replicas: self.replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(nats)
+            })
+            .await
+    }
+
+    /// Records a dead letter (idempotent per subscription and message id).
+    pub async fn add_dead_letter(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        subscription: &str,
+        letter: &DeadLetter,
+    ) -> Result<(), StoreError> {
+        self.dead_letter_stream().await?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{subscription}:{}", letter.message_id).as_str(),
+        );
+        let payload = serde_json::to_vec(letter).expect("a dead letter serialises");
+        self.js
+            .publish_with_headers(
+                subject(project, &stream_name(project, topic), subscription),
+                headers,
+                payload.into(),
+            )
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+
+    /// Up to `limit` dead letters of a subscription after sequence `marker`.
+    pub async fn list_dead_letters(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        subscription: &str,
+        marker: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        let stream = self.dead_letter_stream().await?;
+        let filter = subject(project, &stream_name(project, topic), subscription);
+        let mut out = Vec::new();
+        let mut seq = marker + 1;
+        while out.len() < limit {
+            let next = stream
+                .raw_message_builder()
+                .next_by_subject(filter.clone())
+                .sequence(seq)
+                .send()
+                .await;
+            match next {
+                Ok(m) => {
+                    seq = m.sequence + 1;
+                    if let Ok(letter) = serde_json::from_slice(&m.payload) {
+                        out.push(StoredDeadLetter {
+                            seq: m.sequence,
+                            letter,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                    break
+                }
+                Err(e) => return Err(nats(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts dead letters back on the subscription's replay subject (only its consumer
+    /// receives them), then removes them from the dead letters. `ids` narrows to those
+    /// message ids. Returns how many were replayed.
+    pub async fn replay_dead_letters(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        subscription: &str,
+        ids: Option<&[String]>,
+    ) -> Result<usize, StoreError> {
+        let topic_stream = stream_name(project, topic);
+        let mut marker = 0;
+        let mut replayed = 0;
+        loop {
+            let page = self
+                .list_dead_letters(project, topic, subscription, marker, 100)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(replayed);
+            };
+            marker = last.seq;
+            for stored in page {
+                let letter = &stored.letter;
+                if ids.is_some_and(|ids| !ids.contains(&letter.message_id)) {
+                    continue;
+                }
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(HEADER_ID, letter.message_id.as_str());
+                if let Some(ttl) = letter.ttl {
+                    headers.insert(HEADER_TTL, format!("{ttl}s").as_str());
+                }
+                let body = Bytes::from(letter.body.to_string());
+                self.js
+                    .publish_with_headers(
+                        replay_subject(&topic_stream, subscription),
+                        headers,
+                        body,
+                    )
+                    .await
+                    .map_err(nats)?
+                    .await
+                    .map_err(nats)?;
+                self.dead_letter_stream()
+                    .await?
+                    .delete_message(stored.seq)
+                    .await
+                    .map_err(nats)?;
+                replayed += 1;
+            }
+        }
+    }
+
+    /// Dead letters across the topic's subscriptions.
+    pub async fn count_dead_letters(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<u64, StoreError> {
+        let stream = self.dead_letter_stream().await?;
+        let filter = format!(
+            "herald.dead_letters.{project}.{}.*",
+            stream_name(project, topic)
+        );
+        let mut info = stream.info_with_subjects(filter).await.map_err(nats)?;
+        let mut total = 0;
+        while let Some((_, n)) = futures::TryStreamExt::try_next(&mut info)
+            .await
+            .map_err(nats)?
+        {
+            total += n as u64;
+        }
+        Ok(total)
+    }
+
+    /// Drops a topic's dead letters (topic deletion).
+    pub async fn purge_dead_letters(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<(), StoreError> {
+        let stream = self.dead_letter_stream().await?;
+        stream
+            .purge()
+            .filter(format!(
+                "herald.dead_letters.{project}.{}.>",
+                stream_name(project, topic)
+            ))
+            .await
+            .map_err(nats)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! Topic messages: published into the topic's stream with `Nats-Msg-Id` (idempotency),
+//! `Nats-TTL` (per-message TTL) and `Herald-Not-Before` (delay). A batch is published first
+//! and its acks awaited together, so batches and concurrent requests pipeline.
+
+use async_nats::{header, HeaderMap};
+use bytes::Bytes;
+use std::future::IntoFuture;
+
+use futures::future::try_join_all;
+
+use super::{nats, topics::topic_subject, Store, StoreError};
+use crate::domain::{ProjectId, TopicName};
+
+/// Header carrying the message id Herald shows subscribers (stable across replays).
+pub const HEADER_ID: &str = "Herald-Id";
+/// Header carrying the earliest delivery time, in Unix milliseconds.
+pub const HEADER_NOT_BEFORE: &str = "Herald-Not-Before";
+/// JetStream's per-message TTL header.
+pub const HEADER_TTL: &str = "Nats-TTL";
+
+/// A message ready to publish.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub id: String,
+    /// The message body as JSON text.
+    pub body: Bytes,
+    pub ttl_secs: u64,
+    /// Unix milliseconds before which nobody receives it.
+    pub not_before_ms: Option<i64>,
+}
+
+impl OutgoingMessage {
+    pub fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::NATS_MESSAGE_ID, self.id.as_str());
+        h.insert(HEADER_ID, self.id.as_str());
+        h.insert(HEADER_TTL, format!("{}s", self.ttl_secs).as_str());
+        if let Some(nb) = self.not_before_ms {
+            h.insert(HEADER_NOT_BEFORE, nb.to_string().as_str());
+        }
+        h
+    }
+}
+
+impl Store {
+    /// Publishes every message, then waits for every JetStream ack.
+    pub async fn publish_messages(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        messages: &[OutgoingMessage],
+    ) -> Result<(), StoreError> {
+        if !self.is_connected() {
+            return Err(StoreError::Unavailable("not connected to NATS".into()));
+        }
+        let subject = topic_subject(project, topic);
+        let mut acks = Vec::with_capacity(messages.len());
+        for m in messages {
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), m.headers(), m.body.clone())
+                .await
+                .map_err(nats)?;
+            acks.push(ack.into_future());
+        }
+        try_join_all(acks).await.map_err(nats)?;
+        Ok(())
+    }
+}

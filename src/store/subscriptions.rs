@@ -1,0 +1,403 @@
+//! Subscriptions: one durable pull consumer per subscription on its topic's stream. The
+//! consumer's `metadata` map is the subscription's one home (subscriber, options, ttl,
+//! timestamps, confirmation, creator, delegated token): deleting the topic stream deletes
+//! its subscriptions with it, and a crash can leave no half-created subscription.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, AckPolicy, DeliverPolicy},
+};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{
+    nats,
+    topics::{stream_name, topic_subject},
+    Store, StoreError,
+};
+use crate::domain::{ProjectId, TopicName};
+
+/// Core NATS subject on which the API announces a changed subscription, so every
+/// process's delivery engine picks it up at once: `...{stream}.{consumer}`.
+pub const CHANGED_SUBJECT_PREFIX: &str = "herald.internal.subscriptions.changed";
+
+const META_SUBSCRIBER: &str = "herald.subscriber";
+const META_OPTIONS: &str = "herald.options";
+const META_TTL: &str = "herald.ttl";
+const META_CREATED: &str = "herald.created_at";
+const META_EXPIRES: &str = "herald.expires_at";
+const META_CONFIRMED: &str = "herald.confirmed";
+const META_PROJECT: &str = "herald.project";
+const META_TOPIC: &str = "herald.topic";
+const META_USER: &str = "herald.source_user";
+const META_TOKEN: &str = "herald.delegated_token";
+
+/// The subject a dead letter of `subscription` is replayed on: only its consumer sees it.
+pub fn replay_subject(stream: &str, subscription: &str) -> String {
+    format!("herald.replay.{stream}.{subscription}")
+}
+
+/// A subscription as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    /// Also the durable consumer's name.
+    pub id: String,
+    pub project: ProjectId,
+    pub topic: TopicName,
+    pub subscriber: String,
+    pub options: Map<String, Value>,
+    pub ttl: u64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub confirmed: bool,
+    pub source_user: Option<String>,
+    /// Token Herald presents to a `trust+` subscriber on the creator's behalf.
+    pub delegated_token: Option<String>,
+}
+
+impl Subscription {
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires_at
+    }
+
+    /// `options.ordered`: one delivery at a time, in publish order.
+    pub fn ordered(&self) -> bool {
+        self.options.get("ordered").and_then(Value::as_bool) == Some(true)
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::from([
+            (META_SUBSCRIBER.to_owned(), self.subscriber.clone()),
+            (
+                META_OPTIONS.to_owned(),
+                Value::Object(self.options.clone()).to_string(),
+            ),
+            (META_TTL.to_owned(), self.ttl.to_string()),
+            (META_CREATED.to_owned(), self.created_at.to_rfc3339()),
+            (META_EXPIRES.to_owned(), self.expires_at.to_rfc3339()),
+            (META_CONFIRMED.to_owned(), self.confirmed.to_string()),
+            (META_PROJECT.to_owned(), self.project.to_string()),
+            (META_TOPIC.to_owned(), self.topic.to_string()),
+        ]);
+        if let Some(u) = &self.source_user {
+            m.insert(META_USER.to_owned(), u.clone());
+        }
+        if let Some(t) = &self.delegated_token {
+            m.insert(META_TOKEN.to_owned(), t.clone());
+        }
+        m
+    }
+
+    /// Reads a consumer's metadata; `None` for consumers that are not subscriptions.
+    pub fn from_consumer(name: &str, metadata: &HashMap<String, String>) -> Option<Self> {
+        let get = |k: &str| metadata.get(k);
+        let time = |k: &str| {
+            get(k)
+                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        Some(Self {
+            id: name.to_owned(),
+            project: ProjectId::parse(get(META_PROJECT)?).ok()?,
+            topic: TopicName::parse(get(META_TOPIC)?).ok()?,
+            subscriber: get(META_SUBSCRIBER)?.clone(),
+            options: match serde_json::from_str(get(META_OPTIONS)?).ok()? {
+                Value::Object(m) => m,
+                _ => return None,
+            },
+            ttl: get(META_TTL)?.parse().ok()?,
+            created_at: time(META_CREATED)?,
+            expires_at: time(META_EXPIRES)?,
+            confirmed: get(META_CONFIRMED)? == "true",
+            source_user: get(META_USER).cloned(),
+            delegated_token: get(META_TOKEN).cloned(),
+        })
+    }
+}
+
+/// How the consumers of subscriptions are configured (from Herald's config).
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerLimits {
+    /// Longer than any delivery attempt; slow attempts send progress acks.
+    pub ack_wait: Duration,
+    /// Deliveries in flight per subscription when not ordered.
+    pub max_in_flight: usize,
+}
+
+/// A UUID-shaped id derived from `parts` (stable across retries of the same request).
+pub fn derived_id(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// Outcome of [`Store::create_subscription`].
+#[derive(Debug)]
+pub enum Created {
+    New(Subscription),
+    /// The same subscriber already subscribes to the topic.
+    Existing(Subscription),
+}
+
+impl Store {
+    async fn stream_of(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<jetstream::stream::Stream, StoreError> {
+        match self.js.get_stream(stream_name(project, topic)).await {
+            Ok(s) => Ok(s),
+            Err(e) if e.to_string().contains("stream not found") => Err(StoreError::NotFound),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    fn consumer_config(&self, sub: &Subscription, limits: ConsumerLimits) -> pull::Config {
+        let stream = stream_name(&sub.project, &sub.topic);
+        pull::Config {
+            durable_name: Some(sub.id.clone()),
+            description: Some(format!("Herald subscription {}", sub.subscriber)),
+            deliver_policy: DeliverPolicy::New,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: limits.ack_wait,
+            // Attempts are counted and stopped by the worker (the topic's policy can change
+            // after the consumer exists, and delay NAKs are not attempts).
+            max_deliver: -1,
+            max_ack_pending: if sub.ordered() {
+                1
+            } else {
+                limits.max_in_flight as i64
+            },
+            filter_subjects: vec![
+                topic_subject(&sub.project, &sub.topic),
+                replay_subject(&stream, &sub.id),
+            ],
+            metadata: sub.metadata(),
+            ..Default::default()
+        }
+    }
+
+    /// Announces a created/changed/deleted subscription to every delivery engine.
+    async fn announce(&self, project: &ProjectId, topic: &TopicName, id: &str) {
+        let subject = format!(
+            "{CHANGED_SUBJECT_PREFIX}.{}.{id}",
+            stream_name(project, topic)
+        );
+        // Best effort: the engines' periodic resync catches a lost announcement.
+        let _ = self.client.publish(subject, bytes::Bytes::new()).await;
+    }
+
+    /// Every subscription of the topic (expired ones included), sorted by id.
+    pub async fn list_subscriptions(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let stream = match self.stream_of(project, topic).await {
+            Ok(s) => s,
+            Err(StoreError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let infos: Vec<_> = stream.consumers().try_collect().await.map_err(nats)?;
+        let mut subs: Vec<Subscription> = infos
+            .iter()
+            .filter_map(|i| Subscription::from_consumer(&i.name, &i.config.metadata))
+            .filter(|s| &s.project == project && &s.topic == topic)
+            .collect();
+        subs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(subs)
+    }
+
+    pub async fn get_subscription(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        id: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Ok(None);
+        }
+        let stream = match self.stream_of(project, topic).await {
+            Ok(s) => s,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match stream.consumer_info(id).await {
+            Ok(info) => Ok(
+                Subscription::from_consumer(&info.name, &info.config.metadata)
+                    .filter(|s| &s.project == project && &s.topic == topic),
+            ),
+            Err(e) if e.to_string().contains("consumer not found") => Ok(None),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    /// Creates the subscription unless the same subscriber already subscribes.
+    pub async fn create_subscription(
+        &self,
+        mut sub: Subscription,
+        limits: ConsumerLimits,
+    ) -> Result<Created, StoreError> {
+        let stream = self.stream_of(&sub.project, &sub.topic).await?;
+        let now = Utc::now();
+        let existing = self
+            .list_subscriptions(&sub.project, &sub.topic)
+            .await?
+            .into_iter()
+            .find(|s| s.subscriber == sub.subscriber);
+        if let Some(existing) = existing {
+            if !existing.is_expired(now) {
+                return Ok(Created::Existing(existing));
+            }
+            self.delete_subscription(&sub.project, &sub.topic, &existing.id)
+                .await?;
+        }
+        // A name derived from the subscriber makes two concurrent creates collide in
+        // JetStream instead of producing duplicates.
+        sub.id = derived_id(&[sub.project.as_str(), sub.topic.as_str(), &sub.subscriber]);
+        for attempt in 0..2 {
+            match stream
+                .create_consumer_strict(self.consumer_config(&sub, limits))
+                .await
+            {
+                Ok(_) => {
+                    self.announce(&sub.project, &sub.topic, &sub.id).await;
+                    return Ok(Created::New(sub));
+                }
+                Err(e) if e.to_string().to_lowercase().contains("already") => {
+                    match self
+                        .get_subscription(&sub.project, &sub.topic, &sub.id)
+                        .await?
+                    {
+                        Some(s) if s.subscriber == sub.subscriber => {
+                            return Ok(Created::Existing(s))
+                        }
+                        // The derived name belongs to a subscription whose subscriber was
+                        // changed since: fall back to a random id.
+                        _ if attempt == 0 => sub.id = uuid::Uuid::new_v4().to_string(),
+                        _ => return Err(StoreError::Conflict("subscription id taken".into())),
+                    }
+                }
+                Err(e) => return Err(nats(e)),
+            }
+        }
+        Err(StoreError::Conflict("subscription id taken".into()))
+    }
+
+    /// Rewrites a subscription's metadata (and limits, e.g. `ordered`).
+    pub async fn update_subscription(
+        &self,
+        sub: &Subscription,
+        limits: ConsumerLimits,
+    ) -> Result<(), StoreError> {
+        let stream = self.stream_of(&sub.project, &sub.topic).await?;
+        match stream
+            .update_consumer(self.consumer_config(sub, limits))
+            .await
+        {
+            Ok(_) => {
+                self.announce(&sub.project, &sub.topic, &sub.id).await;
+                Ok(())
+            }
+            Err(e) if e.to_string().contains("consumer does not exist") => {
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    /// Deletes a subscription; absent is fine.
+    pub async fn delete_subscription(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Ok(());
+        }
+        let stream = match self.stream_of(project, topic).await {
+            Ok(s) => s,
+            Err(StoreError::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match stream.delete_consumer(id).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("consumer not found") => {}
+            Err(e) => return Err(nats(e)),
+        }
+        self.announce(project, topic, id).await;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Deletes an expired subscription. `true` when this call deleted it (so exactly one
+    /// process reports the expiry).
+    pub async fn expire_subscription(&self, sub: &Subscription) -> Result<bool, StoreError> {
+        let stream = match self.stream_of(&sub.project, &sub.topic).await {
+            Ok(s) => s,
+            Err(StoreError::NotFound) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match stream.delete_consumer(&sub.id).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("consumer not found") => Ok(false),
+            Err(e) => Err(nats(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_round_trips_through_consumer_metadata() {
+        let now = Utc::now();
+        let sub = Subscription {
+            id: derived_id(&["p", "t", "http://x"]),
+            project: ProjectId::parse("p").unwrap(),
+            topic: TopicName::parse("t.x").unwrap(),
+            subscriber: "http://x".into(),
+            options: serde_json::json!({"ordered": true})
+                .as_object()
+                .unwrap()
+                .clone(),
+            ttl: 3600,
+            created_at: DateTime::parse_from_rfc3339(&now.to_rfc3339())
+                .unwrap()
+                .with_timezone(&Utc),
+            expires_at: DateTime::parse_from_rfc3339(&now.to_rfc3339())
+                .unwrap()
+                .with_timezone(&Utc),
+            confirmed: false,
+            source_user: Some("u".into()),
+            delegated_token: None,
+        };
+        let back = Subscription::from_consumer(&sub.id, &sub.metadata()).unwrap();
+        assert_eq!(back, sub);
+        assert!(back.ordered());
+        assert!(Subscription::from_consumer("x", &HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn derived_ids_are_stable_uuids() {
+        let a = derived_id(&["p", "t", "k"]);
+        assert_eq!(a, derived_id(&["p", "t", "k"]));
+        assert_ne!(a, derived_id(&["p", "tk", ""]));
+        assert!(uuid::Uuid::parse_str(&a).is_ok());
+    }
+}
