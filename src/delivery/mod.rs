@@ -305,6 +305,8 @@ impl Engine {
             return Ok(());
         };
         let target = Arc::new(worker::Target {
+            lag: metrics::gauge!("herald_subscription_lag_messages",
+                "topic" => sub.topic.to_string(), "subscription" => sub.id.clone()),
             policy: worker::Target::effective_policy(topic.metadata.retry_policy(), &sub.options),
             default_ttl: topic.metadata.default_message_ttl(),
             topic: sub.topic.clone(),

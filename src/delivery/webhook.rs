@@ -150,15 +150,16 @@ impl WebhookClient {
             .await
             .map_err(|e| self.classify(e))?;
         let status = res.status();
-        if status.is_success() {
-            return Ok(());
-        }
         let retry_after = res
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        drain(res).await;
+        if status.is_success() {
+            return Ok(());
+        }
         Err(DeliveryError::Status {
             status: status.as_u16(),
             retry_after,
@@ -177,6 +178,19 @@ impl WebhookClient {
             DeliveryError::Timeout(self.timeout)
         } else {
             DeliveryError::Connect(error_chain(&e))
+        }
+    }
+}
+
+/// Reads (and drops) a bounded response body so the connection goes back to the pool;
+/// a larger body closes the connection instead of being buffered.
+async fn drain(mut res: reqwest::Response) {
+    const MAX_DRAIN_BYTES: usize = 64 * 1024;
+    let mut read = 0;
+    while let Ok(Some(chunk)) = res.chunk().await {
+        read += chunk.len();
+        if read > MAX_DRAIN_BYTES {
+            return;
         }
     }
 }

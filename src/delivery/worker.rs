@@ -54,6 +54,9 @@ pub struct Target {
     pub policy: RetryPolicy,
     /// Topic's `_default_message_ttl`, for messages published without `Nats-TTL`.
     pub default_ttl: u64,
+    /// Messages still waiting for this subscription (consumer lag), updated on every pull;
+    /// the handle is built once so the hot path does not allocate labels.
+    pub lag: metrics::Gauge,
 }
 
 impl Target {
@@ -248,7 +251,7 @@ pub fn signature_headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) ->
 }
 
 /// Delivers one message to the target's subscriber and settles it with JetStream.
-#[tracing::instrument(name = "deliver_one", skip_all, fields(subscription = %target.sub.id, message_id))]
+#[tracing::instrument(name = "deliver_one", level = "debug", skip_all, fields(subscription = %target.sub.id, message_id))]
 pub async fn deliver_one(deps: &Deps, target: &Target, message: &jetstream::Message) -> Outcome {
     let outcome = settle(deps, target, message).await;
     let protocol = target.subscriber.protocol().as_str();
@@ -274,6 +277,7 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
     };
     let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
     let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
+    target.lag.set(info.pending as f64);
     let id = header(message, HEADER_ID)
         .or_else(|| header(message, async_nats::header::NATS_MESSAGE_ID.as_ref()))
         .map(str::to_owned)

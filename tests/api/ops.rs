@@ -81,3 +81,67 @@ async fn readiness_fails_with_503_while_nats_is_down() {
     assert_eq!(body["title"], "Service temporarily unavailable");
     json_with(app.anon(Method::GET, "/healthz").send().await.unwrap(), 200).await;
 }
+
+#[tokio::test]
+async fn delivery_metrics_count_outcomes_latency_and_lag() {
+    // Arrange
+    let app = crate::peers::spawn_delivery_app().await;
+    let receiver = crate::peers::Receiver::start().await;
+    app.put_topic("m", None).await;
+    let sub = app
+        .subscribe(
+            "m",
+            serde_json::json!({"subscriber": receiver.url, "ttl": 3600}),
+        )
+        .await;
+
+    // Act
+    let res = app
+        .post_messages(
+            "m",
+            serde_json::json!({"messages": [{"body": 1}, {"body": 2}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    receiver
+        .wait_for(2, std::time::Duration::from_secs(10))
+        .await;
+
+    // Assert
+    let text = crate::helpers::eventually(
+        std::time::Duration::from_secs(5),
+        "delivery metrics",
+        || async {
+            let t = app
+                .anon(Method::GET, "/metrics")
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            // The recorder is process-wide: other tests' deliveries add to the same counter.
+            let delivered = t
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(
+                        r#"herald_deliveries_total{protocol="webhook",outcome="delivered"} "#,
+                    )
+                })
+                .and_then(|v| v.trim().parse::<f64>().ok())?;
+            (delivered >= 2.0).then_some(t)
+        },
+    )
+    .await;
+    assert!(
+        text.contains("herald_delivery_latency_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("herald_messages_published_total"), "{text}");
+    assert!(
+        text.contains(&format!(
+            r#"herald_subscription_lag_messages{{topic="m",subscription="{sub}"}} 0"#
+        )),
+        "{text}"
+    );
+}
