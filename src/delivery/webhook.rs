@@ -154,8 +154,7 @@ impl WebhookClient {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
         drain(res).await;
         if status.is_success() {
             return Ok(());
@@ -180,6 +179,21 @@ impl WebhookClient {
             DeliveryError::Connect(error_chain(&e))
         }
     }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110), capped at an hour.
+fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = v.trim();
+    let delay = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+            (at.with_timezone(&chrono::Utc) - now)
+                .to_std()
+                .unwrap_or_default()
+        }
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 /// Reads (and drops) a bounded response body so the connection goes back to the pool;
@@ -228,6 +242,30 @@ pub fn extra_headers(post_headers: Option<&serde_json::Value>) -> Result<HeaderM
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            super::parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            super::parse_retry_after("Wed, 21 Oct 2015 07:29:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            super::parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            super::parse_retry_after("99999", now),
+            Some(super::MAX_RETRY_AFTER)
+        );
+        assert_eq!(super::parse_retry_after("soon", now), None);
+    }
+
     use super::*;
 
     #[test]
