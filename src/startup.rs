@@ -65,14 +65,14 @@ impl Application {
             Duration::from_secs(config.message_ttl),
         );
         let outbound = Outbound::new(&config).context("failed to set up outbound delivery")?;
-        let state = AppState {
+        let state = AppState::new(crate::api::Shared {
             store,
             auth,
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
             user_messages,
             outbound,
-        };
+        });
         Ok(Self {
             listener,
             state,

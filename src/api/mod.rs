@@ -34,7 +34,25 @@ pub use ops::ApiDoc;
 
 /// Shared by every handler.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+/// Cloning the state per request is one reference count, not a clone of every client.
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub store: Store,
     pub auth: Authenticator,
     pub config: Arc<Config>,
