@@ -42,7 +42,8 @@ async fn wait_for(receiver: &Receiver, want: u64, deadline: Duration) -> Result<
     Ok(start.elapsed())
 }
 
-async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<f64> {
+/// Deliveries/s and Herald's CPU µs per delivery.
+async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<(f64, f64)> {
     let nats = Nats::start(bins, args.sync_always).await?;
     let herald = Herald::start(bins, &nats.url, &[]).await?;
     let receiver = Receiver::start().await?;
@@ -57,6 +58,7 @@ async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Resu
         .await?;
     }
     let start = Instant::now();
+    let cpu_before = herald.cpu_time();
     let body = batch_body(10, 256);
     let posts = messages.div_ceil(10);
     let publisher = {
@@ -79,7 +81,8 @@ async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Resu
     let want = (posts * 10 * n) as u64;
     wait_for(&receiver, want, Duration::from_secs(300)).await?;
     publisher.await?;
-    Ok(want as f64 / start.elapsed().as_secs_f64())
+    let cpu = herald.cpu_time().saturating_sub(cpu_before);
+    Ok((want as f64 / start.elapsed().as_secs_f64(), cpu.as_secs_f64() * 1e6 / want as f64))
 }
 
 async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<f64> {
@@ -131,8 +134,8 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     for &n in &args.subscriptions {
         let messages = (args.deliveries / n).max(100);
         let raw = raw_run(bins, args, n, messages).await?;
-        let herald = herald_run(bins, args, n, messages).await?;
-        eprintln!("fanout x{n}: herald {herald:.0}/s raw {raw:.0}/s");
+        let (herald, us) = herald_run(bins, args, n, messages).await?;
+        eprintln!("fanout x{n}: herald {herald:.0}/s raw {raw:.0}/s, herald CPU {us:.1} us/delivery");
         figures.push(
             Figure::new(
                 format!("fan-out deliveries, 1 topic x {n} webhooks"),

@@ -113,8 +113,11 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
             .await?;
         pause_consumers(&nats.url, "ingest").await?;
         let body = batch_body(per_post, args.size);
+        let cpu_before = herald.cpu_time();
         let rate = rest_load(&api, "ingest", body, per_post, args.connections, duration).await;
-        eprintln!("ingest: REST {label} {rate:.0} msg/s");
+        let cpu = herald.cpu_time().saturating_sub(cpu_before);
+        let us_per_msg = cpu.as_secs_f64() * 1e6 / (rate * duration.as_secs_f64()).max(1.0);
+        eprintln!("ingest: REST {label} {rate:.0} msg/s, herald CPU {us_per_msg:.1} us/msg");
         let name = format!(
             "ingest REST {}x{} B, {} conns",
             per_post, args.size, args.connections
@@ -124,6 +127,7 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
             f = f.target("ratio >= 0.6");
         }
         figures.push(f);
+        figures.push(Figure::new(format!("  herald CPU per message ({label})"), us_per_msg, "us/msg"));
     }
     Ok(figures)
 }
