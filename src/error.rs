@@ -25,6 +25,10 @@ pub enum ApiError {
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -44,6 +48,8 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -59,6 +65,8 @@ impl ApiError {
             Self::Unauthorized(_) | Self::Forbidden(_) => "Not authorized",
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed(_) => "Method not allowed",
+            Self::RequestTimeout(_) => "Request timeout",
+            Self::HeadersTooLarge(_) => "Request headers too large",
             Self::Conflict(_) => "Resource conflict",
             Self::PayloadTooLarge(_) => "Request body too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
@@ -173,8 +181,16 @@ impl From<StoreError> for CinderError {
 
 impl From<ApiError> for CinderError {
     fn from(e: ApiError) -> Self {
-        let status = e.status();
-        Self::new(status, e.to_string())
+        match e {
+            ApiError::Internal(e) => {
+                tracing::error!(error.cause_chain = ?e, error.message = %e, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The server has either erred or is incapable of performing the requested operation.",
+                )
+            }
+            other => Self::new(other.status(), other.to_string()),
+        }
     }
 }
 

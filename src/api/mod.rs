@@ -8,16 +8,25 @@ mod subscriptions;
 mod topics;
 mod user_messages;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
 
 use axum::{
-    body::Body,
+    body::{Body, Bytes},
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{header, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     Router,
 };
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 
@@ -79,15 +88,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(json_errors))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        // A bare 500: `json_errors` gives it the route family's shape and logs it once.
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(user_messages::cinder_headers))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -118,10 +128,34 @@ async fn method_not_allowed(req: Request) -> Response {
     }
 }
 
+/// Largest total size of a request's header names and values. Beyond it Herald answers 431
+/// with a JSON body; beyond hyper's own buffer (about 400 KiB, or more than 100 headers)
+/// hyper answers a bare 431 and closes the connection before Herald sees the request.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Gives every error response a JSON body of the route family's shape, whatever layer
-/// produced it (timeouts, limits, 405s from the router).
+/// produced it (timeouts, limits, panics, 405s from the router). It sits outside the
+/// timeout layer, so it also sees that layer's bare 503: when the request body had not
+/// fully arrived by then, the client was too slow (408, connection closed); otherwise
+/// Herald was (503).
 async fn json_errors(req: Request, next: Next) -> Response {
     let cinder = is_cinder_path(req.uri().path());
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        let e = ApiError::HeadersTooLarge(format!(
+            "The request headers are larger than {MAX_HEADER_BYTES} bytes."
+        ));
+        return if cinder {
+            CinderError::from(e).into_response()
+        } else {
+            e.into_response()
+        };
+    }
+    let (req, body_done) = track_body(req);
     let res = next.run(req).await;
     let status = res.status();
     let is_json = res
@@ -132,30 +166,87 @@ async fn json_errors(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return res;
     }
-    let msg = status.canonical_reason().unwrap_or("Error").to_owned();
     let (parts, _) = res.into_parts();
+    let body_timed_out =
+        status == StatusCode::SERVICE_UNAVAILABLE && !body_done.load(Ordering::Acquire);
+    let e = match status {
+        _ if body_timed_out => ApiError::RequestTimeout(
+            "The request body did not arrive in time; the connection is closed.".into(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("The request body is larger than allowed.".into())
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::MethodNotAllowed("The method is not allowed on this resource.".into())
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::Unavailable("The request did not complete in time; retry later.".into())
+        }
+        StatusCode::NOT_FOUND => ApiError::not_found(),
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            ApiError::Internal(anyhow::anyhow!("a handler panicked"))
+        }
+        _ => ApiError::BadRequest(status.canonical_reason().unwrap_or("Error").to_owned()),
+    };
+    let status = e.status();
     let mut fresh = if cinder {
-        CinderError::new(status, msg).into_response()
+        CinderError::from(e).into_response()
     } else {
-        let e = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(msg),
-            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(msg),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                ApiError::Unavailable("The request did not complete in time; retry later.".into())
-            }
-            StatusCode::NOT_FOUND => ApiError::not_found(),
-            _ => ApiError::BadRequest(msg),
-        };
-        let mut r = e.into_response();
-        *r.status_mut() = status;
-        r
+        e.into_response()
     };
     for (k, v) in parts.headers.iter() {
         if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
             fresh.headers_mut().insert(k.clone(), v.clone());
         }
     }
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body is never read: tell the client the connection ends here.
+        fresh
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     fresh
+}
+
+/// Wraps the request body so that [`json_errors`] can tell whether it arrived in full.
+fn track_body(req: Request) -> (Request, Arc<AtomicBool>) {
+    let (parts, body) = req.into_parts();
+    let done = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let tracked = TrackedBody {
+        inner: body,
+        done: done.clone(),
+    };
+    (Request::from_parts(parts, Body::new(tracked)), done)
+}
+
+/// A request body that flags its end once read.
+struct TrackedBody {
+    inner: Body,
+    done: Arc<AtomicBool>,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.done.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Request id, tracing span and HTTP metrics for every request.

@@ -33,12 +33,110 @@ use crate::error::ApiError;
         super::user_messages::delete_message, super::user_messages::delete_own_message,
         super::user_messages::create_message,
     ),
+    modifiers(&FamilyResponses),
     tags((name = "topics", description = "Zaqar v2 topics"),
         (name = "subscriptions", description = "Zaqar v2 subscriptions on topics, dead letters"),
         (name = "operations"),
         (name = "user messages", description = "Cinder v3 user messages"))
 )]
 pub struct ApiDoc;
+
+/// Completes every operation with the answers that its route family gives whatever the
+/// handler does, so the document tells the truth (schemathesis checks it against the running
+/// service): `/v2` identity errors (400, 401), a reader writing (403), unknown topics (404),
+/// body limits and slow bodies (413, 408) and NATS outages or timeouts (503); `/v3`
+/// microversion errors (400, 404, 406) the same way in Cinder's shape. It also states the
+/// path parameters' syntax. A handler's own entry for a status wins.
+struct FamilyResponses;
+
+/// `^[a-zA-Z0-9_.-]{1,64}$`, as `TopicName::parse` checks it.
+const TOPIC_NAME_PATTERN: &str = "^[a-zA-Z0-9_.-]{1,64}$";
+/// `[A-Za-z0-9_-]{1,256}`, as `ProjectId::parse` checks it.
+const PROJECT_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,256}$";
+
+impl utoipa::Modify for FamilyResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            path::{HttpMethod, ParameterIn},
+            schema::{ObjectBuilder, Type},
+            ContentBuilder, Ref, ResponseBuilder,
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let v2 = path.starts_with("/v2/topics");
+            let v3 = path.starts_with("/v3");
+            if !(v2 || v3) {
+                continue;
+            }
+            let schema = if v2 { "ErrorOut" } else { "CinderErrorOut" };
+            let methods = [
+                (HttpMethod::Get, &mut item.get),
+                (HttpMethod::Put, &mut item.put),
+                (HttpMethod::Post, &mut item.post),
+                (HttpMethod::Patch, &mut item.patch),
+                (HttpMethod::Delete, &mut item.delete),
+            ];
+            for (method, op) in methods {
+                let Some(op) = op.as_mut() else { continue };
+                let has_body = op.request_body.is_some();
+                let writes = method != HttpMethod::Get;
+                let mut statuses: Vec<(u16, &str)> = vec![
+                    (
+                        400,
+                        "Invalid request (identity headers, path, query or body)",
+                    ),
+                    (401, "Missing or unknown token (auth_mode = tokens)"),
+                    (
+                        503,
+                        "NATS unavailable or the request took too long; retry later",
+                    ),
+                ];
+                if v2 && writes {
+                    statuses.push((403, "The caller may not change this resource"));
+                }
+                if v3 || path.contains("{name}") {
+                    statuses.push((404, "Not found"));
+                }
+                if v3 {
+                    statuses.push((406, "Microversion above the maximum"));
+                }
+                if has_body {
+                    statuses.push((408, "The request body did not arrive in time"));
+                    statuses.push((413, "Request body too large"));
+                }
+                for (status, description) in statuses {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name(schema)))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+                for param in op.parameters.iter_mut().flatten() {
+                    let pattern = match (&param.parameter_in, param.name.as_str()) {
+                        (ParameterIn::Path, "name") => TOPIC_NAME_PATTERN,
+                        (ParameterIn::Path, "project_id") => PROJECT_ID_PATTERN,
+                        _ => continue,
+                    };
+                    param.schema = Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(pattern))
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Object)))]

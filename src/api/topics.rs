@@ -362,7 +362,7 @@ async fn topic_stats(
 /// Purge a topic's messages and/or subscriptions.
 #[utoipa::path(post, path = "/v2/topics/{name}/purge", tag = "topics",
     params(("name" = String, Path)),
-    request_body(content = Object, description = "{\"resource_types\": [\"messages\", \"subscriptions\"]}"),
+    request_body(content = Object, description = "{\"resource_types\": [\"messages\", \"subscriptions\"]} (≤ 64 KiB)"),
     responses((status = 204), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
 async fn purge_topic(
     State(state): State<AppState>,
@@ -372,7 +372,7 @@ async fn purge_topic(
 ) -> Result<StatusCode, ApiError> {
     let identity = identity.writer()?;
     let (mut messages, mut subscriptions) = (true, true);
-    if let Some(body) = body.json_opt::<Value>()? {
+    if let Some(body) = body.limit(MAX_METADATA_BYTES)?.json_opt::<Value>()? {
         let types = body
             .as_object()
             .ok_or_else(|| ApiError::BadRequest("The purge body must be a JSON object.".into()))?

@@ -20,7 +20,7 @@ use super::{extract::Body, is_cinder_path, AppState, RequestId};
 use crate::{
     auth::{AuthError, Identity},
     domain::ProjectId,
-    error::CinderError,
+    error::{ApiError, CinderError},
     store::user_messages::UserMessage,
     user_messages::{CreateError, CreateUserMessage},
 };
@@ -840,12 +840,20 @@ async fn create_message(
     State(state): State<AppState>,
     scope: Scope,
     headers: HeaderMap,
-    body: Body,
+    body: Result<Body, ApiError>,
 ) -> Result<Response, CinderError> {
     if !scope.identity.is_admin() {
         return Err(policy_forbids("create"));
     }
-    let mut req: CreateUserMessage = body.limit(MAX_CREATE_BODY)?.json()?;
+    let doc: serde_json::Value = body?.limit(MAX_CREATE_BODY)?.json()?;
+    if let Some((key, _)) = doc
+        .as_object()
+        .and_then(|o| o.iter().find(|(_, v)| !(v.is_string() || v.is_null())))
+    {
+        return Err(CinderError::bad_request(format!("{key} must be a string.")));
+    }
+    let mut req: CreateUserMessage = serde_json::from_value(doc)
+        .map_err(|e| CinderError::bad_request(format!("Invalid user message: {e}.")))?;
     match &req.project_id {
         Some(p) if p != scope.project.as_str() => {
             return Err(CinderError::bad_request(

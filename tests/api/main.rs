@@ -1,5 +1,6 @@
 //! One integration-test binary: every module drives a real nats-server and Herald.
 
+mod bad_input;
 mod cinderclient;
 mod delivery;
 mod helpers;
@@ -7,6 +8,7 @@ mod http_layer;
 mod messages;
 mod ops;
 mod peers;
+mod schemathesis;
 mod subscriptions;
 mod topics;
 mod user_messages;
