@@ -82,7 +82,10 @@ async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Resu
     wait_for(&receiver, want, Duration::from_secs(300)).await?;
     publisher.await?;
     let cpu = herald.cpu_time().saturating_sub(cpu_before);
-    Ok((want as f64 / start.elapsed().as_secs_f64(), cpu.as_secs_f64() * 1e6 / want as f64))
+    Ok((
+        want as f64 / start.elapsed().as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / want as f64,
+    ))
 }
 
 async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<f64> {
@@ -135,7 +138,9 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         let messages = (args.deliveries / n).max(100);
         let raw = raw_run(bins, args, n, messages).await?;
         let (herald, us) = herald_run(bins, args, n, messages).await?;
-        eprintln!("fanout x{n}: herald {herald:.0}/s raw {raw:.0}/s, herald CPU {us:.1} us/delivery");
+        eprintln!(
+            "fanout x{n}: herald {herald:.0}/s raw {raw:.0}/s, herald CPU {us:.1} us/delivery"
+        );
         figures.push(
             Figure::new(
                 format!("fan-out deliveries, 1 topic x {n} webhooks"),

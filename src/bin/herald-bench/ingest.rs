@@ -127,7 +127,11 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
             f = f.target("ratio >= 0.6");
         }
         figures.push(f);
-        figures.push(Figure::new(format!("  herald CPU per message ({label})"), us_per_msg, "us/msg"));
+        figures.push(Figure::new(
+            format!("  herald CPU per message ({label})"),
+            us_per_msg,
+            "us/msg",
+        ));
     }
     Ok(figures)
 }
