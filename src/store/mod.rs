@@ -23,6 +23,9 @@ pub use scan::{scan_latest, scan_latest_headers};
 /// Bucket holding topic metadata, key `{project}.{topic}`.
 pub const TOPICS_BUCKET: &str = "herald_topics";
 
+/// Publishes awaiting their JetStream ack, across the process (see [`Store::connect`]).
+const MAX_PUBLISHES_IN_FLIGHT: usize = 1 << 20;
+
 /// A failure of the store, already classified for the API.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,8 +94,15 @@ impl Store {
         }
         let urls: Vec<&str> = config.nats_url.split(',').map(str::trim).collect();
         let client = opts.connect(urls).await?;
+        // async-nats holds a permit per publish until its ack future is awaited, and by
+        // default *waits* for a permit when 5,000 are out. A request publishes its whole
+        // batch before awaiting acks, so one large batch (or a few concurrent ones) would
+        // wait on permits only they can free: a deadlock that stalls every publisher.
+        // A large pool that fails fast (503) instead of waiting cannot deadlock.
         let js = jetstream::ContextBuilder::new()
             .timeout(config.nats_timeout())
+            .max_ack_inflight(MAX_PUBLISHES_IN_FLIGHT)
+            .backpressure_on_inflight(false)
             .build(client.clone());
         Ok(Self {
             client,

@@ -141,3 +141,36 @@ async fn a_message_acked_on_a_topic_without_subscriptions_is_not_stored() {
     assert_eq!(stats["messages"]["total"], 0);
     assert_eq!(stats["subscriptions"]["count"], 0);
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_the_client_ack_window_is_published_without_stalling() {
+    // async-nats keeps 5,000 publish acks in flight by default; a larger batch used to wait
+    // forever for permits only it could release.
+    let app = crate::peers::spawn_delivery_app().await;
+    let receiver = crate::peers::Receiver::start().await;
+    app.put_topic("big", None).await;
+    app.subscribe(
+        "big",
+        serde_json::json!({"subscriber": receiver.url, "ttl": 3600}),
+    )
+    .await;
+    let messages: Vec<_> = (0..6000).map(|i| serde_json::json!({"body": i})).collect();
+    let started = std::time::Instant::now();
+    let res = app
+        .post_messages("big", serde_json::json!({ "messages": messages }))
+        .await;
+    assert_eq!(
+        res.status(),
+        201,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    receiver
+        .wait_for(6000, std::time::Duration::from_secs(60))
+        .await;
+}

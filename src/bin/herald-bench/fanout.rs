@@ -115,9 +115,15 @@ async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<
     let posts = messages.div_ceil(10);
     let payload: bytes::Bytes =
         serde_json::to_vec(&serde_json::json!({"body": "x".repeat(256)}))?.into();
-    let mut acks = Vec::with_capacity(posts * 10);
+    // Keep at most 1,000 acks outstanding (async-nats blocks publishes beyond 5,000).
+    let mut acks = std::collections::VecDeque::with_capacity(1000);
     for _ in 0..posts * 10 {
-        acks.push(raw.js.publish(raw.subject.clone(), payload.clone()).await?);
+        if acks.len() >= 1000 {
+            if let Some(a) = acks.pop_front() {
+                std::future::IntoFuture::into_future(a).await?;
+            }
+        }
+        acks.push_back(raw.js.publish(raw.subject.clone(), payload.clone()).await?);
     }
     for a in acks {
         a.await?;
