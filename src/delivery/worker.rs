@@ -158,11 +158,20 @@ pub async fn run(
                     });
                 }
                 Some(Err(e)) => {
+                    drop(permit);
                     let gone = e.kind() == MessagesErrorKind::ConsumerDeleted;
                     tracing::debug!(error = %e, subscription = %target.sub.id, "pull interrupted");
                     if gone || !consumer_exists(&consumer).await {
                         break 'outer;
                     }
+                    // The pull stream recovers by itself from a missed heartbeat (a busy
+                    // machine, a NATS reconnect). Re-creating it would drop the messages it
+                    // already holds, and JetStream would redeliver them only after
+                    // `ack_wait`: a 30 s stall for no reason.
+                    if e.kind() == MessagesErrorKind::MissingHeartbeat {
+                        continue;
+                    }
+                    nak_buffered(&mut messages).await;
                     tokio::select! {
                         _ = cancel.cancelled() => break 'outer,
                         _ = tokio::time::sleep(backoff) => {}
