@@ -187,7 +187,11 @@ impl NatsCluster {
             n.launch();
         }
         let cluster = Self { nodes };
-        let urls = cluster.urls();
+        let urls: Vec<async_nats::ServerAddr> = cluster
+            .nodes
+            .iter()
+            .map(|n| n.url().parse().expect("a server address"))
+            .collect();
         eventually(
             Duration::from_secs(60),
             Duration::from_millis(250),
@@ -195,7 +199,7 @@ impl NatsCluster {
             || {
                 let urls = urls.clone();
                 async move {
-                    let client = async_nats::connect(urls.as_str()).await.ok()?;
+                    let client = async_nats::connect(urls).await.ok()?;
                     let js = jetstream::new(client);
                     js.create_stream(jetstream::stream::Config {
                         name: "FAULTS_PROBE".into(),
@@ -211,6 +215,26 @@ impl NatsCluster {
         )
         .await;
         cluster
+    }
+
+    /// The index of the node that leads the only Herald topic stream (the worst node to
+    /// lose: publishes and the consumer's acks go through it).
+    pub async fn topic_stream_leader(&self) -> usize {
+        let client = async_nats::connect(self.nodes[1].url()).await.unwrap();
+        let js = jetstream::new(client);
+        let names: Vec<String> = futures::TryStreamExt::try_collect(js.stream_names())
+            .await
+            .unwrap();
+        let name = names
+            .into_iter()
+            .find(|n| n.starts_with("HERALD_TOPIC_"))
+            .expect("a topic stream");
+        let info = js.get_stream(&name).await.unwrap().info().await.unwrap().clone();
+        let leader = info.cluster.and_then(|c| c.leader).expect("a stream leader");
+        self.nodes
+            .iter()
+            .position(|n| n.name == leader)
+            .expect("the leader is one of the nodes")
     }
 
     /// Every node's client URL, comma-separated (Herald's `nats_url` form).
