@@ -13,6 +13,9 @@ use crate::{
 /// The figure: 100 000 messages, published as 1 000 POSTs of 100, while NATS is
 /// killed (SIGKILL) once a third of them are acknowledged and restarted on the same store.
 const MESSAGES: usize = 100_000;
+/// How long NATS stays down: longer than the workers' pull heartbeat (5 s), so every
+/// pull has failed and must be renewed.
+const OUTAGE_SECS: u64 = 7;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_the_api_acknowledged_is_delivered_when_nats_server_is_killed_under_load() {
@@ -48,6 +51,14 @@ async fn every_message_the_api_acknowledged_is_delivered_when_nats_server_is_kil
                 let r = http.get(&readyz).send().await.ok()?;
                 (!r.status().is_success()).then_some(())
             },
+        )
+        .await;
+        let outage = std::time::Instant::now();
+        eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            "the outage to last",
+            || async { (outage.elapsed() >= Duration::from_secs(OUTAGE_SECS)).then_some(()) },
         )
         .await;
         nats.restart().await;
