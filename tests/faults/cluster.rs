@@ -56,7 +56,8 @@ async fn a_three_node_cluster_with_two_heralds_survives_losing_a_nats_node_then_
 
         // Act 2: under load, SIGKILL the node leading the topic's stream, then (a third
         // of the load later) one Herald.
-        let leader = cluster.topic_stream_leader().await;
+        let (leader, replicas) = cluster.topic_stream_leader().await;
+        assert_eq!(replicas, 3, "HERALD_REPLICAS reaches the topic's stream");
         let load = Load::start(
             api.clone(),
             "replicated",

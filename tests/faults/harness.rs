@@ -218,8 +218,8 @@ impl NatsCluster {
     }
 
     /// The index of the node that leads the only Herald topic stream (the worst node to
-    /// lose: publishes and the consumer's acks go through it).
-    pub async fn topic_stream_leader(&self) -> usize {
+    /// lose: publishes and the consumer's acks go through it), and the stream's replicas.
+    pub async fn topic_stream_leader(&self) -> (usize, usize) {
         let client = async_nats::connect(self.nodes[1].url()).await.unwrap();
         let js = jetstream::new(client);
         let names: Vec<String> = futures::TryStreamExt::try_collect(js.stream_names())
@@ -229,12 +229,24 @@ impl NatsCluster {
             .into_iter()
             .find(|n| n.starts_with("HERALD_TOPIC_"))
             .expect("a topic stream");
-        let info = js.get_stream(&name).await.unwrap().info().await.unwrap().clone();
-        let leader = info.cluster.and_then(|c| c.leader).expect("a stream leader");
-        self.nodes
+        let info = js
+            .get_stream(&name)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        let leader = info
+            .cluster
+            .and_then(|c| c.leader)
+            .expect("a stream leader");
+        let index = self
+            .nodes
             .iter()
             .position(|n| n.name == leader)
-            .expect("the leader is one of the nodes")
+            .expect("the leader is one of the nodes");
+        (index, info.config.num_replicas)
     }
 
     /// Every node's client URL, comma-separated (Herald's `nats_url` form).

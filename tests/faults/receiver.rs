@@ -1,5 +1,6 @@
-//! A webhook receiver that counts by `message_id`: every attempt (time and answer), the
-//! requests in flight for each id (a second one while the first is unanswered is a
+//! A webhook receiver that counts by `message_id`: every attempt (arrival time and the
+//! answer it gets; counted on arrival, as a real receiver has the message once it read the
+//! body), the requests in flight for each id (a second one while the first is unanswered is a
 //! concurrent duplicate), and an answer the test can switch (200, 503, slow).
 
 use std::{
@@ -13,7 +14,7 @@ use serde::Deserialize;
 
 use crate::harness::eventually;
 
-/// One request for a message id.
+/// One request for a message id: when it arrived and the answer it was given.
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt {
     pub at: Instant,
@@ -42,9 +43,9 @@ struct Shared {
 /// What the receiver saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
-    /// Distinct ids answered 2xx at least once.
+    /// Distinct ids received (to be answered 2xx) at least once.
     pub delivered: usize,
-    /// 2xx answers beyond the first for an id.
+    /// Receptions (to be answered 2xx) beyond the first for an id.
     pub duplicates: usize,
     /// Requests that arrived while another for the same id was unanswered.
     pub concurrent_duplicates: u64,
@@ -64,20 +65,22 @@ async fn receive(State(s): State<Shared>, body: Bytes) -> StatusCode {
     let at = Instant::now();
     {
         let mut book = s.book.lock().unwrap();
+        // Counted on arrival: the receiver has the message even if the sender dies before
+        // the answer reaches it (a killed Herald then delivers it again).
         let entry = book.by_id.entry(n.message_id.clone()).or_default();
+        entry.attempts.push(Attempt { at, status });
         entry.in_flight += 1;
         if entry.in_flight > 1 {
             book.concurrent_duplicates += 1;
         }
     }
-    let in_flight = InFlight {
+    let _in_flight = InFlight {
         book: s.book.clone(),
         id: n.message_id,
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    in_flight.answered(Attempt { at, status });
     StatusCode::from_u16(status).unwrap()
 }
 
@@ -86,15 +89,6 @@ async fn receive(State(s): State<Shared>, body: Bytes) -> StatusCode {
 struct InFlight {
     book: Arc<Mutex<Book>>,
     id: String,
-}
-
-impl InFlight {
-    fn answered(&self, attempt: Attempt) {
-        let mut book = self.book.lock().unwrap();
-        if let Some(e) = book.by_id.get_mut(&self.id) {
-            e.attempts.push(attempt);
-        }
-    }
 }
 
 impl Drop for InFlight {
