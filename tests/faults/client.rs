@@ -19,6 +19,9 @@ pub struct Api {
     http: reqwest::Client,
     pub bases: Vec<String>,
     pub project: String,
+    /// Whether a retried batch carries the same `Idempotency-Key` (on by default); without
+    /// one, a retry publishes new messages, as a plain Zaqar client does.
+    pub idempotency_keys: bool,
 }
 
 impl Api {
@@ -30,6 +33,7 @@ impl Api {
                 .unwrap(),
             bases,
             project: format!("faults{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            idempotency_keys: true,
         }
     }
 
@@ -108,11 +112,14 @@ impl Api {
         bodies: &[Value],
     ) -> Result<Vec<String>, String> {
         let messages: Vec<Value> = bodies.iter().map(|b| json!({"body": b})).collect();
-        let r = self
+        let mut r = self
             .http
             .post(format!("{base}/v2/topics/{topic}/messages"))
-            .header("X-Project-ID", &self.project)
-            .header("Idempotency-Key", key)
+            .header("X-Project-ID", &self.project);
+        if self.idempotency_keys {
+            r = r.header("Idempotency-Key", key);
+        }
+        let r = r
             .json(&json!({"messages": messages}))
             .send()
             .await
