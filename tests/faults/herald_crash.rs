@@ -85,3 +85,56 @@ async fn killing_herald_mid_delivery_loses_nothing_and_duplicates_stay_within_th
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_mid_delivery_finishes_in_flight_deliveries_and_duplicates_nothing() {
+    let _turn = serial().await;
+    bounded(Duration::from_secs(120), async {
+        // Arrange: 200 ms answers, so deliveries are in flight at the signal.
+        let nats = NatsNode::start_single().await;
+        let mut env = base_env(&nats.url());
+        env.push((
+            "HERALD_DELIVERY_MAX_IN_FLIGHT".into(),
+            IN_FLIGHT.to_string(),
+        ));
+        let mut herald = Herald::start(env).await;
+        let receiver = Receiver::start().await;
+        receiver.answer(200, Duration::from_millis(200));
+        let api = Arc::new(Api::new(vec![herald.base_url()]));
+        api.put_topic("drain").await;
+        api.subscribe("drain", &receiver.url, json!({})).await;
+        let report = Load::start(api.clone(), "drain", 2_000, 100, 2, Duration::from_secs(30))
+            .finish()
+            .await;
+        eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            "deliveries under way",
+            || async { (receiver.tally().delivered >= 300).then_some(()) },
+        )
+        .await;
+
+        // Act: a graceful stop, then the same Herald again.
+        let exited_cleanly = herald.terminate().await;
+        let at_stop = receiver.tally();
+        herald.restart().await;
+
+        // Assert
+        receiver
+            .wait_for_all(&report.acked, Duration::from_secs(60))
+            .await;
+        api.wait_drained("drain", Duration::from_secs(30)).await;
+        let tally = receiver.tally();
+        eprintln!(
+            "herald SIGTERM mid-delivery: 2000 messages, {} delivered at the signal; receiver: \
+             {tally:?}",
+            at_stop.delivered
+        );
+        assert!(exited_cleanly, "SIGTERM drains and exits 0");
+        assert_eq!(
+            tally.duplicates, 0,
+            "a graceful stop acks what it finished and hands back the rest"
+        );
+    })
+    .await;
+}
