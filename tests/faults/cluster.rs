@@ -54,10 +54,14 @@ async fn a_three_node_cluster_with_two_heralds_survives_losing_a_nats_node_then_
             .await;
         let quiet_tally = receiver.tally();
 
-        // Act 2: under load, SIGKILL the node leading the topic's stream, then (a third
-        // of the load later) one Herald.
-        let (leader, replicas) = cluster.topic_stream_leader().await;
-        assert_eq!(replicas, 3, "HERALD_REPLICAS reaches the topic's stream");
+        // Act 2: under load, SIGKILL the node leading the subscription's consumer (what
+        // delivery depends on), then (a third of the load later) one Herald.
+        let leaders = cluster.topic_leaders().await;
+        assert_eq!(
+            leaders.replicas, 3,
+            "HERALD_REPLICAS reaches the topic's stream"
+        );
+        let victim = leaders.consumer;
         let load = Load::start(
             api.clone(),
             "replicated",
@@ -68,7 +72,7 @@ async fn a_three_node_cluster_with_two_heralds_survives_losing_a_nats_node_then_
         );
         load.wait_acked(UNDER_FAULTS / 4, Duration::from_secs(90))
             .await;
-        cluster.nodes[0].kill();
+        cluster.nodes[victim].kill();
         let after_node_kill = load.acked.load(std::sync::atomic::Ordering::Relaxed);
         load.wait_acked(after_node_kill + UNDER_FAULTS / 3, Duration::from_secs(90))
             .await;
@@ -88,10 +92,12 @@ async fn a_three_node_cluster_with_two_heralds_survives_losing_a_nats_node_then_
         .await;
         let tally = receiver.tally();
         eprintln!(
-            "cluster: killed stream leader {}; quiet phase {QUIET} messages, receiver {quiet_tally:?}; faulty phase {} \
+            "cluster: killed {} (consumer leader; stream leader {}); quiet phase {QUIET} \
+             messages, receiver {quiet_tally:?}; faulty phase {} \
              acknowledged of {UNDER_FAULTS} in {:?} (failures {:?}); receiver: {tally:?}; \
              duplicates {} (bound {})",
-            cluster.nodes[leader].name,
+            cluster.nodes[victim].name,
+            cluster.nodes[leaders.stream].name,
             report.acked.len(),
             report.elapsed,
             report.failures,

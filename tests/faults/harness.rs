@@ -165,6 +165,14 @@ async fn wait_for_jetstream(url: &str) {
     .await;
 }
 
+/// Node indexes of a topic's leaders.
+#[derive(Debug)]
+pub struct TopicLeaders {
+    pub stream: usize,
+    pub consumer: usize,
+    pub replicas: usize,
+}
+
 /// Three nats-servers clustered over routes on loopback.
 pub struct NatsCluster {
     pub nodes: Vec<NatsNode>,
@@ -217,9 +225,8 @@ impl NatsCluster {
         cluster
     }
 
-    /// The index of the node that leads the only Herald topic stream (the worst node to
-    /// lose: publishes and the consumer's acks go through it), and the stream's replicas.
-    pub async fn topic_stream_leader(&self) -> (usize, usize) {
+    /// Who leads the only Herald topic stream and its (one) subscription's consumer.
+    pub async fn topic_leaders(&self) -> TopicLeaders {
         let client = async_nats::connect(self.nodes[1].url()).await.unwrap();
         let js = jetstream::new(client);
         let names: Vec<String> = futures::TryStreamExt::try_collect(js.stream_names())
@@ -229,24 +236,23 @@ impl NatsCluster {
             .into_iter()
             .find(|n| n.starts_with("HERALD_TOPIC_"))
             .expect("a topic stream");
-        let info = js
-            .get_stream(&name)
+        let mut stream = js.get_stream(&name).await.unwrap();
+        let consumers: Vec<_> = futures::TryStreamExt::try_collect(stream.consumers())
             .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .clone();
-        let leader = info
-            .cluster
-            .and_then(|c| c.leader)
-            .expect("a stream leader");
-        let index = self
-            .nodes
-            .iter()
-            .position(|n| n.name == leader)
-            .expect("the leader is one of the nodes");
-        (index, info.config.num_replicas)
+            .unwrap();
+        let info = stream.info().await.unwrap().clone();
+        let index_of = |leader: Option<String>| {
+            let leader = leader.expect("a leader");
+            self.nodes
+                .iter()
+                .position(|n| n.name == leader)
+                .expect("the leader is one of the nodes")
+        };
+        TopicLeaders {
+            stream: index_of(info.cluster.and_then(|c| c.leader)),
+            consumer: index_of(consumers[0].cluster.clone().and_then(|c| c.leader)),
+            replicas: info.config.num_replicas,
+        }
     }
 
     /// Every node's client URL, comma-separated (Herald's `nats_url` form).
