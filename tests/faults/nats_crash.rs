@@ -10,8 +10,9 @@ use crate::{
     serial,
 };
 
-/// The issue's figure: 100 000 messages, published as 1 000 POSTs of 100, while NATS is
-/// killed (SIGKILL) once a third of them are acknowledged and restarted on the same store.
+/// The issue's figure: 100 000 messages, published as 1 000 POSTs of 100 (4 in flight)
+/// and delivered to one webhook, while NATS is killed (SIGKILL) once a third of them are
+/// acknowledged and restarted on the same store.
 const MESSAGES: usize = 100_000;
 const BATCH: usize = 100;
 /// How long NATS stays down: longer than the workers' pull heartbeat (5 s), so every
@@ -33,7 +34,8 @@ async fn every_message_the_api_acknowledged_is_delivered_when_nats_server_is_kil
         api.put_topic("load").await;
         api.subscribe("load", &receiver.url, json!({})).await;
 
-        // Act: kill NATS mid-load; restart it once Herald has noticed.
+        // Act: kill NATS mid-load, keep it down for OUTAGE_SECS after Herald noticed, then
+        // restart it on the same store.
         let load = Load::start(
             api.clone(),
             "load",
@@ -74,7 +76,7 @@ async fn every_message_the_api_acknowledged_is_delivered_when_nats_server_is_kil
             .await;
         api.wait_drained("load", Duration::from_secs(60)).await;
         let tally = receiver.tally();
-        let unacknowledged = tally.delivered - report.acked.len();
+        let unacknowledged = tally.delivered.saturating_sub(report.acked.len());
         eprintln!(
             "nats kill -9 under load: {} acknowledged of {MESSAGES} in {:?} ({} POSTs, failures {:?}); \
              {} delivered before the kill; receiver: {tally:?}; {unacknowledged} delivered \
