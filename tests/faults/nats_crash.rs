@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// The issue's figure: 100 000 messages, published as 1 000 POSTs of 100 (4 in flight)
-/// and delivered to one webhook, while NATS is killed (SIGKILL) once a third of them are
+/// and delivered to two webhook subscriptions, while NATS is killed (SIGKILL) once a third of them are
 /// acknowledged and restarted on the same store.
 const MESSAGES: usize = 100_000;
 const BATCH: usize = 100;
@@ -27,12 +27,15 @@ async fn every_message_the_api_acknowledged_is_delivered_when_nats_server_is_kil
         let mut nats = NatsNode::start_single().await;
         let herald = Herald::start(base_env(&nats.url())).await;
         let receiver = Receiver::start().await;
+        let second_receiver = Receiver::start().await;
         // A plain client: a batch that failed is posted again as new messages.
         let mut api = Api::new(vec![herald.base_url()]);
         api.idempotency_keys = false;
         let api = Arc::new(api);
         api.put_topic("load").await;
         api.subscribe("load", &receiver.url, json!({})).await;
+        api.subscribe("load", &second_receiver.url, json!({}))
+            .await;
 
         // Act: kill NATS mid-load, keep it down for OUTAGE_SECS after Herald noticed, then
         // restart it on the same store.
@@ -74,13 +77,17 @@ async fn every_message_the_api_acknowledged_is_delivered_when_nats_server_is_kil
         receiver
             .wait_for_all(&report.acked, Duration::from_secs(180))
             .await;
+        second_receiver
+            .wait_for_all(&report.acked, Duration::from_secs(60))
+            .await;
         api.wait_drained("load", Duration::from_secs(60)).await;
         let tally = receiver.tally();
+        let second = second_receiver.tally();
         let unacknowledged = tally.delivered.saturating_sub(report.acked.len());
         eprintln!(
             "nats kill -9 under load: {} acknowledged of {MESSAGES} in {:?} ({} POSTs, failures {:?}); \
              {} delivered before the kill; receiver: {tally:?}; {unacknowledged} delivered \
-             from POSTs that were answered 503",
+             from POSTs that were answered 503; second subscription's receiver: {second:?}",
             report.acked.len(),
             report.elapsed,
             report.posts,
@@ -89,6 +96,7 @@ async fn every_message_the_api_acknowledged_is_delivered_when_nats_server_is_kil
         );
         assert_eq!(report.acked.len(), MESSAGES, "every batch was acknowledged in the end");
         assert_eq!(receiver.missing(&report.acked), 0);
+        assert_eq!(second_receiver.missing(&report.acked), 0);
         // Messages of a failed POST may only reach subscribers when its 503 said so.
         let admitted: usize = report
             .failures
