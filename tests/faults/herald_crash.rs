@@ -10,7 +10,7 @@ use crate::{
     serial,
 };
 
-const MESSAGES: usize = 10_000;
+const MESSAGES: usize = 20_000;
 /// `delivery_max_in_flight`: the consumer's `max_ack_pending`, so at most this many
 /// deliveries can be unacknowledged when Herald dies.
 const IN_FLIGHT: usize = 64;
@@ -42,17 +42,19 @@ async fn killing_herald_mid_delivery_loses_nothing_and_duplicates_stay_within_th
             Duration::from_secs(90),
         );
 
-        // Act: SIGKILL once a third is delivered, then start the same Herald again (the
-        // publisher retries what failed meanwhile with the same `Idempotency-Key`).
+        // Act: SIGKILL mid-publish and mid-delivery, then start the same Herald again (the
+        // publisher retries the POSTs that failed with the same `Idempotency-Key`).
+        load.wait_acked(MESSAGES / 2, Duration::from_secs(60)).await;
         eventually(
             Duration::from_secs(60),
-            Duration::from_millis(5),
-            "a third of the messages delivered",
-            || async { (receiver.tally().delivered >= MESSAGES / 3).then_some(()) },
+            Duration::from_millis(20),
+            "deliveries under way",
+            || async { (receiver.tally().delivered >= 1_000).then_some(()) },
         )
         .await;
         herald.kill();
         let at_kill = receiver.tally();
+        let acked_at_kill = load.acked.load(std::sync::atomic::Ordering::Relaxed);
         herald.restart().await;
         let report = load.finish().await;
 
@@ -69,12 +71,17 @@ async fn killing_herald_mid_delivery_loses_nothing_and_duplicates_stay_within_th
         api.wait_drained("work", Duration::from_secs(60)).await;
         let tally = receiver.tally();
         eprintln!(
-            "herald kill -9 mid-delivery: {MESSAGES} messages, {} delivered at the kill; \
+            "herald kill -9 mid-delivery: {MESSAGES} messages, {acked_at_kill} acknowledged and {} \
+             delivered at the kill; \
              publish failures meanwhile {:?}; receiver: {tally:?}; duplicates {} (bound \
              {IN_FLIGHT})",
             at_kill.delivered, report.failures, tally.duplicates,
         );
         assert_eq!(receiver.missing(&report.acked), 0);
+        assert_eq!(
+            tally.delivered, MESSAGES,
+            "a POST retried with its Idempotency-Key publishes nothing new"
+        );
         assert!(
             tally.duplicates <= IN_FLIGHT,
             "{} duplicates exceed the in-flight window of {IN_FLIGHT}",
