@@ -29,6 +29,11 @@ use crate::{
     store::{messages::OutgoingMessage, subscriptions::derived_id},
 };
 
+/// The 503 of a batch JetStream did not fully confirm (the fault suite saw such batches
+/// delivered).
+const PUBLISH_UNCONFIRMED: &str = "NATS JetStream did not confirm every message; some may \
+    have been published. Retry with the same Idempotency-Key to publish each message once.";
+
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
@@ -152,7 +157,13 @@ async fn post_messages(
     state
         .store
         .publish_messages(&identity.project, &name, &out)
-        .await?;
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            // Publishes that reached JetStream before the connection broke are stored even
+            // though their acks never came back: "nothing was changed" would be false here.
+            ApiError::Unavailable(_) => ApiError::Unavailable(PUBLISH_UNCONFIRMED.into()),
+            other => other,
+        })?;
     metrics::counter!("herald_messages_published_total", "source" => "api")
         .increment(out.len() as u64);
     let base = format!("/v2/topics/{name}/messages");
