@@ -111,6 +111,15 @@ fn to_chrono(t: time::OffsetDateTime) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(t.unix_timestamp_nanos() as i64)
 }
 
+fn encode(project: &ProjectId, topic: &TopicName, metadata: TopicMetadata) -> Vec<u8> {
+    let record = TopicRecord {
+        project: project.to_string(),
+        name: topic.to_string(),
+        metadata: metadata.into_map(),
+    };
+    serde_json::to_vec(&record).expect("a JSON map serialises")
+}
+
 fn decode(key: &str, payload: &[u8]) -> Result<TopicRecord, StoreError> {
     serde_json::from_slice(payload).map_err(|source| StoreError::Corrupt {
         key: key.to_owned(),
@@ -153,12 +162,7 @@ impl Store {
         metadata: TopicMetadata,
     ) -> Result<bool, StoreError> {
         let kv = &self.buckets().await?.topics;
-        let record = TopicRecord {
-            project: project.to_string(),
-            name: topic.to_string(),
-            metadata: metadata.into_map(),
-        };
-        let payload = serde_json::to_vec(&record).expect("a JSON map serialises");
+        let payload = encode(project, topic, metadata);
         let created = match kv.create(key(project, topic), payload.into()).await {
             Ok(_) => true,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
@@ -228,12 +232,7 @@ impl Store {
         revision: u64,
     ) -> Result<(), StoreError> {
         let kv = &self.buckets().await?.topics;
-        let record = TopicRecord {
-            project: project.to_string(),
-            name: topic.to_string(),
-            metadata: metadata.into_map(),
-        };
-        let payload = serde_json::to_vec(&record).expect("a JSON map serialises");
+        let payload = encode(project, topic, metadata);
         match kv
             .update(key(project, topic), payload.into(), revision)
             .await

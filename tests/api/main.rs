@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod cinderclient;
+#[path = "../common/mod.rs"]
+mod common;
 mod delivery;
 mod helpers;
 mod http_layer;

