@@ -18,6 +18,9 @@ use reqwest::{
 
 use super::outcome::DeliveryError;
 
+/// Idle keep-alive connections kept per receiving host.
+const MAX_IDLE_PER_HOST: usize = 1024;
+
 /// Longest `Retry-After` Herald honours.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -109,7 +112,10 @@ impl WebhookClient {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
+            // Up to `delivery_max_in_flight` requests per subscription run at once, often to
+            // one host; a small idle pool closed and re-opened connections on every burst
+            // (connect/shutdown were a fifth of the delivery CPU profile).
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
             .build()
