@@ -288,9 +288,7 @@ impl Engine {
         let Some(topic) = self.deps.store.get_topic(&sub.project, &sub.topic).await? else {
             return Ok(());
         };
-        let mut sorted: Vec<_> = metadata.iter().collect();
-        sorted.sort();
-        let fingerprint = format!("{sorted:?}/{}", topic.revision);
+        let fingerprint = fingerprint(metadata, topic.revision);
         if self
             .running
             .lock()
@@ -350,5 +348,41 @@ impl Engine {
             self.tracker.clone(),
         ));
         Ok(())
+    }
+}
+
+/// What a running worker depends on: the subscription's own metadata and the topic's
+/// revision. nats-server adds `_nats.*` keys (server version, API level) to consumer
+/// metadata in info responses but not in every other source; counting them made the first
+/// resync restart every worker, and a restart strands the messages already pulled for the
+/// old worker until `ack_wait` (a 30 s delivery stall).
+fn fingerprint(metadata: &HashMap<String, String>, topic_revision: u64) -> String {
+    let mut own: Vec<_> = metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with("_nats."))
+        .collect();
+    own.sort();
+    format!("{own:?}/{topic_revision}")
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn server_added_metadata_does_not_restart_a_worker() {
+        let mine = HashMap::from([("herald.subscriber".to_owned(), "http://x".to_owned())]);
+        let mut from_info = mine.clone();
+        from_info.insert("_nats.ver".into(), "2.12.8".into());
+        from_info.insert("_nats.level".into(), "2".into());
+        assert_eq!(fingerprint(&mine, 7), fingerprint(&from_info, 7));
+        assert_ne!(
+            fingerprint(&mine, 7),
+            fingerprint(&mine, 8),
+            "a topic change restarts"
+        );
+        let mut changed = mine.clone();
+        changed.insert("herald.subscriber".into(), "http://y".into());
+        assert_ne!(fingerprint(&mine, 7), fingerprint(&changed, 7));
     }
 }
