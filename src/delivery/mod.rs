@@ -90,14 +90,19 @@ impl Deps {
     pub async fn expire(&self, sub: &Subscription) {
         match self.store.expire_subscription(sub).await {
             Ok(true) => {
-                tracing::info!(subscription = %sub.id, "subscription expired");
-                user_messages::notify(
-                    self.store.client(),
-                    sub.project.as_str(),
-                    user_messages::EVENT_EXPIRED,
-                    &sub.id,
-                )
-                .await;
+                // A subscription that had to be confirmed and never was tells the project
+                // that, rather than a plain expiry.
+                let unconfirmed = self.config.require_confirmation
+                    && !sub.confirmed
+                    && Subscriber::parse(&sub.subscriber).is_ok_and(|s| s.needs_confirmation());
+                let event = if unconfirmed {
+                    user_messages::EVENT_UNCONFIRMED
+                } else {
+                    user_messages::EVENT_EXPIRED
+                };
+                tracing::info!(subscription = %sub.id, event, "subscription expired");
+                user_messages::notify(self.store.client(), sub.project.as_str(), event, &sub.id)
+                    .await;
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, subscription = %sub.id, "expiry postponed"),

@@ -14,6 +14,8 @@ pub const EVENT_REJECTED: &str = "HERALD_SUBSCRIPTION_001_001";
 pub const EVENT_EXHAUSTED: &str = "HERALD_SUBSCRIPTION_001_002";
 /// Subscription expired.
 pub const EVENT_EXPIRED: &str = "HERALD_SUBSCRIPTION_002_003";
+/// Subscription expired without ever being confirmed.
+pub const EVENT_UNCONFIRMED: &str = "HERALD_SUBSCRIPTION_003_004";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 

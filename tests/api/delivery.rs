@@ -448,6 +448,42 @@ async fn an_expired_subscription_receives_nothing_and_disappears() {
 }
 
 #[tokio::test]
+async fn a_subscription_that_expires_unconfirmed_tells_the_project_confirmation_never_completed() {
+    // Arrange
+    let app = spawn_delivery_app_with(|c| {
+        c.min_subscription_ttl = 1;
+        c.require_confirmation = true;
+        c.signed_url_secret = Some("s3cret".into());
+    })
+    .await;
+    let users = UserMessages::start(&app).await;
+    let receiver = Receiver::start().await;
+    app.put_topic("t", None).await;
+
+    // Act: never confirm.
+    let id = app
+        .subscribe("t", json!({"subscriber": receiver.url, "ttl": 1}))
+        .await;
+
+    // Assert
+    let seen = eventually(WAIT, "the unconfirmed-expiry user message", || async {
+        users
+            .seen()
+            .into_iter()
+            .find(|m| m["event_id"] == "HERALD_SUBSCRIPTION_003_004")
+    })
+    .await;
+    assert_eq!(seen["resource_uuid"], id.as_str());
+    assert!(
+        users
+            .seen()
+            .iter()
+            .all(|m| m["event_id"] != "HERALD_SUBSCRIPTION_002_003"),
+        "one event, not both"
+    );
+}
+
+#[tokio::test]
 async fn an_unconfirmed_subscriber_receives_only_the_confirmation_until_it_confirms() {
     // Arrange
     let app = spawn_delivery_app_with(|c| {
