@@ -16,7 +16,6 @@ use utoipa::ToSchema;
 
 use super::{
     extract::{Body, TopicPath, V2Identity},
-    topics::load_topic,
     AppState,
 };
 use crate::{
@@ -100,7 +99,11 @@ async fn post_messages(
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
-    let topic = load_topic(&state, &identity.project, &name).await?;
+    let topic = state
+        .store
+        .get_topic_cached(&identity.project, &name)
+        .await?
+        .ok_or_else(ApiError::topic_not_found)?;
     if !acl_allows(&topic.metadata, "sending", &identity) {
         return Err(ApiError::Forbidden(
             "You are not allowed to send messages to this topic.".into(),
@@ -154,16 +157,23 @@ async fn post_messages(
             not_before_ms: (delay > 0).then(|| now_ms + delay as i64 * 1000),
         });
     }
-    state
+    let published = state
         .store
         .publish_messages(&identity.project, &name, &out)
-        .await
-        .map_err(|e| match ApiError::from(e) {
+        .await;
+    if let Err(e) = published {
+        // The cached topic may have been deleted by another process in the last second:
+        // its stream is gone, so the publish found no responder. Say so instead of 503.
+        if let Ok(None) = state.store.get_topic(&identity.project, &name).await {
+            return Err(ApiError::topic_not_found());
+        }
+        return Err(match ApiError::from(e) {
             // Publishes that reached JetStream before the connection broke are stored even
             // though their acks never came back: "nothing was changed" would be false here.
             ApiError::Unavailable(_) => ApiError::Unavailable(PUBLISH_UNCONFIRMED.into()),
             other => other,
-        })?;
+        });
+    }
     metrics::counter!("herald_messages_published_total", "source" => "api")
         .increment(out.len() as u64);
     let base = format!("/v2/topics/{name}/messages");

@@ -5,6 +5,7 @@ pub mod dead_letters;
 pub mod messages;
 mod scan;
 pub mod subscriptions;
+pub mod topic_cache;
 pub mod topics;
 pub mod user_messages;
 
@@ -68,6 +69,7 @@ pub struct Store {
     replicas: usize,
     buckets: Arc<OnceCell<Buckets>>,
     dead_letters: Arc<OnceCell<jetstream::stream::Stream>>,
+    topic_cache: topic_cache::TopicCache,
 }
 
 impl Store {
@@ -110,6 +112,7 @@ impl Store {
             replicas: config.replicas,
             buckets: Arc::new(OnceCell::new()),
             dead_letters: Arc::new(OnceCell::new()),
+            topic_cache: topic_cache::TopicCache::default(),
         })
     }
 

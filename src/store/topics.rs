@@ -194,6 +194,27 @@ impl Store {
         }
     }
 
+    /// [`Store::get_topic`] through a per-process cache (see `topic_cache`): for the publish
+    /// path only, where a KV round trip per request is the largest avoidable cost.
+    pub async fn get_topic_cached(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<Option<std::sync::Arc<Topic>>, StoreError> {
+        let k = key(project, topic);
+        if let Some(t) = self.topic_cache.get(&k) {
+            return Ok(Some(t));
+        }
+        let found = self
+            .get_topic(project, topic)
+            .await?
+            .map(std::sync::Arc::new);
+        if let Some(t) = &found {
+            self.topic_cache.put(k, t.clone());
+        }
+        Ok(found)
+    }
+
     /// Every topic of `project`, sorted by name. Reads only that project's keys.
     pub async fn list_topics(&self, project: &ProjectId) -> Result<Vec<Topic>, StoreError> {
         let buckets = self.buckets().await?;
@@ -233,10 +254,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let kv = &self.buckets().await?.topics;
         let payload = encode(project, topic, metadata);
-        match kv
-            .update(key(project, topic), payload.into(), revision)
-            .await
-        {
+        let k = key(project, topic);
+        let result = kv.update(k.clone(), payload.into(), revision).await;
+        // After the write, so a concurrent reader cannot re-cache the old record.
+        self.topic_cache.invalidate(&k);
+        match result {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(
                 StoreError::Conflict("the topic was updated concurrently; retry".into()),
@@ -256,6 +278,7 @@ impl Store {
             .await?;
         self.purge_dead_letters(project, topic).await?;
         kv.purge(key(project, topic)).await.map_err(nats)?;
+        self.topic_cache.invalidate(&key(project, topic));
         Ok(())
     }
 

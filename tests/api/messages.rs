@@ -174,3 +174,41 @@ async fn a_batch_larger_than_the_client_ack_window_is_published_without_stalling
         .wait_for(6000, std::time::Duration::from_secs(60))
         .await;
 }
+
+#[tokio::test]
+async fn a_patch_applies_to_the_next_post_at_once_despite_the_topic_cache() {
+    let app = crate::peers::spawn_delivery_app().await;
+    app.put_topic("c", None).await;
+    let body = serde_json::json!({"messages": [{"body": "x".repeat(200)}]});
+    assert_eq!(
+        app.post_messages("c", body.clone()).await.status(),
+        201,
+        "warms the cache"
+    );
+    let patch = serde_json::json!([{"op": "add", "path": "/metadata/_max_messages_post_size", "value": 64}]);
+    assert_eq!(app.patch_topic("c", patch).await.status(), 200);
+    assert_eq!(app.post_messages("c", body).await.status(), 413);
+}
+
+#[tokio::test]
+async fn a_topic_deleted_behind_the_cache_answers_404_not_503() {
+    // Arrange: cache the topic, then delete it as another Herald process would.
+    let app = crate::peers::spawn_delivery_app().await;
+    app.put_topic("gone", None).await;
+    let body = serde_json::json!({"messages": [{"body": 1}]});
+    assert_eq!(app.post_messages("gone", body.clone()).await.status(), 201);
+    let js = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+    let project = herald::domain::ProjectId::parse(&app.project).unwrap();
+    let topic = herald::domain::TopicName::parse("gone").unwrap();
+    js.delete_stream(herald::store::topics::stream_name(&project, &topic))
+        .await
+        .unwrap();
+    let kv = js.get_key_value("herald_topics").await.unwrap();
+    kv.purge(format!("{}.gone", app.project)).await.unwrap();
+
+    // Act
+    let res = app.post_messages("gone", body).await;
+
+    // Assert
+    crate::helpers::json_with(res, 404).await;
+}
