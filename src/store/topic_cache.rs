@@ -15,8 +15,11 @@ pub const FRESHNESS: Duration = Duration::from_secs(1);
 /// Entries kept before the cache is emptied (it refills from the hot topics at once).
 const MAX_ENTRIES: usize = 10_000;
 
+/// Key `{project}.{topic}` → when it was read, and the record.
+type Entries = HashMap<String, (Instant, Arc<Topic>)>;
+
 #[derive(Clone, Default)]
-pub struct TopicCache(Arc<RwLock<HashMap<String, (Instant, Arc<Topic>)>>>);
+pub struct TopicCache(Arc<RwLock<Entries>>);
 
 impl TopicCache {
     pub fn get(&self, key: &str) -> Option<Arc<Topic>> {
