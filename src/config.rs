@@ -151,10 +151,24 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed("HERALD_"));
+        // Only variables naming a config key are configuration: others under the prefix
+        // belong to the tools around Herald (HERALD_CONFIG for the CLI, HERALD_PROFILE for
+        // scripts/run) and must not stop start-up.
+        let keys = Self::keys();
+        figment = figment.merge(
+            Env::prefixed("HERALD_").filter(move |k| keys.iter().any(|key| k == key.as_str())),
+        );
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Every configuration key (the fields of [`Config`]).
+    fn keys() -> Vec<String> {
+        match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -291,6 +305,20 @@ mod tests {
             .extract()
             .unwrap();
         assert_eq!(c.outbound_allow.len(), 2);
+    }
+
+    #[test]
+    fn herald_variables_that_are_not_config_keys_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_PROFILE", "dev");
+            jail.set_env("HERALD_CONFIG", "/nonexistent.toml");
+            jail.set_env("HERALD_NATS_URL", "nats://127.0.0.1:4333");
+            jail.set_env("HERALD_OUTBOUND_ALLOW", "127.0.0.0/8");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.nats_url, "nats://127.0.0.1:4333");
+            assert_eq!(c.outbound_allow.len(), 1);
+            Ok(())
+        });
     }
 
     #[test]
