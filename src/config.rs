@@ -308,6 +308,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn herald_variables_that_are_not_config_keys_are_ignored() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HERALD_PROFILE", "dev");
