@@ -18,6 +18,9 @@ use crate::{
     user_messages::{self, UserMessages},
 };
 
+/// Longest wait for background tasks once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
 /// Which parts of Herald this process runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Roles {
@@ -122,7 +125,14 @@ impl Application {
             shutdown.cancelled().await;
         }
         tasks.close();
-        tasks.wait().await;
+        // In-flight deliveries get time to finish or NAK; past that (NATS gone too, say)
+        // exit anyway: JetStream redelivers whatever was not acked, so nothing is lost.
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                "background tasks still busy after the grace period; exiting"
+            );
+        }
         tracing::info!("stopped");
         Ok(())
     }
