@@ -127,7 +127,10 @@ impl Application {
         tasks.close();
         // In-flight deliveries get time to finish or NAK; past that (NATS gone too, say)
         // exit anyway: JetStream redelivers whatever was not acked, so nothing is lost.
-        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 grace_secs = SHUTDOWN_GRACE.as_secs(),
                 "background tasks still busy after the grace period; exiting"
