@@ -310,6 +310,7 @@ impl Engine {
         let target = Arc::new(worker::Target {
             lag: metrics::gauge!("herald_subscription_lag_messages",
                 "topic" => sub.topic.to_string(), "subscription" => sub.id.clone()),
+            metrics: worker::DeliveryMetrics::new(subscriber.protocol().as_str()),
             policy: worker::Target::effective_policy(topic.metadata.retry_policy(), &sub.options),
             default_ttl: topic.metadata.default_message_ttl(),
             topic: sub.topic.clone(),

@@ -57,6 +57,26 @@ pub struct Target {
     /// Messages still waiting for this subscription (consumer lag), updated on every pull;
     /// the handle is built once so the hot path does not allocate labels.
     pub lag: metrics::Gauge,
+    /// Handles for the common outcome, built once per worker (a labelled `counter!` per
+    /// delivery hashes and looks up its key every time).
+    pub metrics: DeliveryMetrics,
+}
+
+/// The per-delivery metrics of one protocol.
+#[derive(Debug, Clone)]
+pub struct DeliveryMetrics {
+    delivered: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl DeliveryMetrics {
+    pub fn new(protocol: &'static str) -> Self {
+        Self {
+            delivered: metrics::counter!("herald_deliveries_total",
+                "protocol" => protocol, "outcome" => Outcome::Delivered.label()),
+            latency: metrics::histogram!("herald_delivery_latency_seconds", "protocol" => protocol),
+        }
+    }
 }
 
 impl Target {
@@ -263,6 +283,10 @@ pub fn signature_headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) ->
 #[tracing::instrument(name = "deliver_one", level = "debug", skip_all, fields(subscription = %target.sub.id, message_id))]
 pub async fn deliver_one(deps: &Deps, target: &Target, message: &jetstream::Message) -> Outcome {
     let outcome = settle(deps, target, message).await;
+    if matches!(outcome, Outcome::Delivered) {
+        target.metrics.delivered.increment(1);
+        return outcome;
+    }
     let protocol = target.subscriber.protocol().as_str();
     metrics::counter!("herald_deliveries_total", "protocol" => protocol, "outcome" => outcome.label())
         .increment(1);
@@ -321,9 +345,7 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
         Ok(()) => {
             let _ = message.ack().await;
             let latency = (now.timestamp_millis() - published_ms).max(0) as f64 / 1e3;
-            metrics::histogram!("herald_delivery_latency_seconds",
-                "protocol" => target.subscriber.protocol().as_str())
-            .record(latency);
+            target.metrics.latency.record(latency);
             Outcome::Delivered
         }
         Err(error) => fail(deps, target, message, &id, attempt, ttl, error).await,
