@@ -307,11 +307,13 @@ impl Engine {
             tracing::warn!(subscription = %sub.id, "unreadable subscriber; not delivering");
             return Ok(());
         };
+        let policy = worker::Target::effective_policy(topic.metadata.retry_policy(), &sub.options);
         let target = Arc::new(worker::Target {
             lag: metrics::gauge!("herald_subscription_lag_messages",
                 "topic" => sub.topic.to_string(), "subscription" => sub.id.clone()),
             metrics: worker::DeliveryMetrics::new(subscriber.protocol().as_str()),
-            policy: worker::Target::effective_policy(topic.metadata.retry_policy(), &sub.options),
+            schedule: policy.schedule(),
+            policy,
             default_ttl: topic.metadata.default_message_ttl(),
             topic: sub.topic.clone(),
             stream: stream.to_owned(),

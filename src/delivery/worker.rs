@@ -52,6 +52,8 @@ pub struct Target {
     /// The topic's stream name.
     pub stream: String,
     pub policy: RetryPolicy,
+    /// `policy.schedule()`, computed once per worker.
+    pub schedule: Vec<Duration>,
     /// Topic's `_default_message_ttl`, for messages published without `Nats-TTL`.
     pub default_ttl: u64,
     /// Messages still waiting for this subscription (consumer lag), updated on every pull;
@@ -384,7 +386,8 @@ async fn fail(
 ) -> Outcome {
     tracing::debug!(error = %error, attempt, "delivery attempt failed");
     if !error.is_permanent() {
-        let delay = target.policy.delay_before_retry(
+        let delay = target.policy.delay_in(
+            &target.schedule,
             attempt,
             deps.config.retry_delay_unit(),
             rand::random::<f64>(),

@@ -205,7 +205,19 @@ impl RetryPolicy {
     /// Delay before retry number `retry` (1-based), or `None` when retries are exhausted.
     /// `unit` is one "second" of the policy (shorter in tests), `rand01` a uniform sample.
     pub fn delay_before_retry(&self, retry: u64, unit: Duration, rand01: f64) -> Option<Duration> {
-        let base = *self.schedule().get(retry.checked_sub(1)? as usize)?;
+        self.delay_in(&self.schedule(), retry, unit, rand01)
+    }
+
+    /// [`Self::delay_before_retry`] with the schedule computed once by the caller (a long
+    /// backoff list is thousands of entries: not something to rebuild per failed attempt).
+    pub fn delay_in(
+        &self,
+        schedule: &[Duration],
+        retry: u64,
+        unit: Duration,
+        rand01: f64,
+    ) -> Option<Duration> {
+        let base = *schedule.get(retry.checked_sub(1)? as usize)?;
         let base = unit.mul_f64(base.as_secs_f64());
         if self.jitter == 0.0 || base.is_zero() {
             return Some(base);
