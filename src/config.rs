@@ -63,6 +63,9 @@ pub struct Config {
     pub outbound_allow: Vec<IpNet>,
     /// Most topics one project may hold (403 beyond; 0 = unlimited).
     pub max_topics_per_project: usize,
+    /// Most subscriptions one topic may hold: the topic stream's `max_consumers` (403
+    /// beyond). nats-server 2.15 caps a stream at 1,000 consumers unless it says otherwise.
+    pub max_subscriptions_per_topic: u32,
     /// TTL of user messages, in seconds.
     pub message_ttl: u64,
     /// Permitted user messages catalog file; built-in catalog when unset.
@@ -101,6 +104,10 @@ impl Default for Config {
             public_url: "http://127.0.0.1:8888".into(),
             outbound_allow: Vec::new(),
             max_topics_per_project: 1000,
+            // ≈ 57 KB of nats-server memory per consumer with its pull request
+            // (design.md "Scale"): a full topic costs ≈ 57 MB, and 1,000 is also the
+            // replicated-asset count NATS advises per server at R3.
+            max_subscriptions_per_topic: 1000,
             message_ttl: 2_592_000,
             catalog: None,
             log_format: LogFormat::Text,
@@ -203,6 +210,13 @@ impl Config {
         if !(1..=10_000).contains(&self.delivery_max_in_flight) {
             return Err(invalid("delivery_max_in_flight", "must be 1..=10000"));
         }
+        // JetStream reads `max_consumers` as an i32, and 0 or less as "server default".
+        if !(1..=i32::MAX as u32).contains(&self.max_subscriptions_per_topic) {
+            return Err(invalid(
+                "max_subscriptions_per_topic",
+                "must be 1..=2147483647",
+            ));
+        }
         if self.message_ttl == 0 {
             return Err(invalid("message_ttl", "must be positive"));
         }
@@ -264,6 +278,10 @@ impl fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("outbound_allow", &self.outbound_allow)
             .field("max_topics_per_project", &self.max_topics_per_project)
+            .field(
+                "max_subscriptions_per_topic",
+                &self.max_subscriptions_per_topic,
+            )
             .field("message_ttl", &self.message_ttl)
             .field("catalog", &self.catalog)
             .field("log_format", &self.log_format)

@@ -254,6 +254,7 @@ async fn create_subscription(
         created_at: now,
         expires_at: now + Duration::seconds(ttl as i64),
         confirmed: false,
+        unsubscribed: false,
         source_user: identity.user_id.clone(),
         delegated_token,
     };
@@ -496,8 +497,9 @@ async fn confirm_subscription(
         .and_then(Value::as_bool)
         .ok_or_else(|| ApiError::BadRequest("confirmed must be a boolean.".into()))?;
     let mut sub = load_subscription(&state, &project, &name, &id).await?;
-    if sub.confirmed != confirmed {
+    if sub.confirmed != confirmed || sub.unsubscribed == confirmed {
         sub.confirmed = confirmed;
+        sub.unsubscribed = !confirmed;
         state
             .store
             .update_subscription(&sub, consumer_limits(&state.config))

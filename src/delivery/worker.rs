@@ -320,6 +320,7 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
     tracing::Span::current().record("message_id", id.as_str());
 
     if target.sub.is_expired(now)
+        || target.sub.unsubscribed
         || (deps.config.require_confirmation
             && target.subscriber.needs_confirmation()
             && !target.sub.confirmed)

@@ -67,6 +67,8 @@ pub struct Store {
     client: Client,
     js: jetstream::Context,
     replicas: usize,
+    /// Topic streams' `max_consumers` (`max_subscriptions_per_topic`).
+    max_subscriptions: i32,
     buckets: Arc<OnceCell<Buckets>>,
     dead_letters: Arc<OnceCell<jetstream::stream::Stream>>,
     topic_cache: topic_cache::TopicCache,
@@ -110,6 +112,8 @@ impl Store {
             client,
             js,
             replicas: config.replicas,
+            max_subscriptions: i32::try_from(config.max_subscriptions_per_topic)
+                .unwrap_or(i32::MAX),
             buckets: Arc::new(OnceCell::new()),
             dead_letters: Arc::new(OnceCell::new()),
             topic_cache: topic_cache::TopicCache::default(),

@@ -40,6 +40,13 @@ async fn scan(
         .await
         .map_err(nats)?;
     let pending = consumer.cached_info().num_pending as usize;
+    // The ordered consumer would otherwise linger for its inactive threshold, and
+    // nats-server 2.15 caps a stream at 1,000 consumers: a burst of listings (or quota
+    // checks) would fill the bucket's stream and every further one would be refused.
+    let _cleanup = DeleteOnDrop {
+        stream: stream.clone(),
+        name: consumer.cached_info().name.clone(),
+    };
     let mut out = Vec::with_capacity(pending);
     if pending == 0 {
         return Ok(out);
@@ -58,6 +65,24 @@ async fn scan(
         }
     }
     Ok(out)
+}
+
+/// Deletes a scan's ephemeral consumer in the background, however the scan ended, so
+/// listing costs no extra round trip.
+struct DeleteOnDrop {
+    stream: Stream,
+    name: String,
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let (stream, name) = (self.stream.clone(), std::mem::take(&mut self.name));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = stream.delete_consumer(&name).await;
+            });
+        }
+    }
 }
 
 /// A KV tombstone (delete/purge) or a TTL delete marker is not a live value.

@@ -31,10 +31,15 @@ const META_TTL: &str = "herald.ttl";
 const META_CREATED: &str = "herald.created_at";
 const META_EXPIRES: &str = "herald.expires_at";
 const META_CONFIRMED: &str = "herald.confirmed";
+const META_UNSUBSCRIBED: &str = "herald.unsubscribed";
 const META_PROJECT: &str = "herald.project";
 const META_TOPIC: &str = "herald.topic";
 const META_USER: &str = "herald.source_user";
 const META_TOKEN: &str = "herald.delegated_token";
+
+/// How long a changed subscription's consumer stays paused (see
+/// [`Store::update_subscription`]): longer than every process needs to hear of the change.
+pub const CHANGE_BARRIER: Duration = Duration::from_secs(2);
 
 /// The subject a dead letter of `subscription` is replayed on: only its consumer sees it.
 pub fn replay_subject(stream: &str, subscription: &str) -> String {
@@ -54,6 +59,9 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub confirmed: bool,
+    /// Set by `PUT …/confirm {"confirmed": false}`: nothing is delivered until confirmed
+    /// again, whatever `require_confirmation` says.
+    pub unsubscribed: bool,
     pub source_user: Option<String>,
     /// Token Herald presents to a `trust+` subscriber on the creator's behalf.
     pub delegated_token: Option<String>,
@@ -83,6 +91,9 @@ impl Subscription {
             (META_PROJECT.to_owned(), self.project.to_string()),
             (META_TOPIC.to_owned(), self.topic.to_string()),
         ]);
+        if self.unsubscribed {
+            m.insert(META_UNSUBSCRIBED.to_owned(), "true".to_owned());
+        }
         if let Some(u) = &self.source_user {
             m.insert(META_USER.to_owned(), u.clone());
         }
@@ -113,6 +124,7 @@ impl Subscription {
             created_at: time(META_CREATED)?,
             expires_at: time(META_EXPIRES)?,
             confirmed: get(META_CONFIRMED)? == "true",
+            unsubscribed: get(META_UNSUBSCRIBED).is_some_and(|v| v == "true"),
             source_user: get(META_USER).cloned(),
             delegated_token: get(META_TOKEN).cloned(),
         })
@@ -303,10 +315,22 @@ impl Store {
         limits: ConsumerLimits,
     ) -> Result<(), StoreError> {
         let stream = self.stream_of(&sub.project, &sub.topic).await?;
-        match stream
-            .update_consumer(self.consumer_config(sub, limits))
-            .await
-        {
+        // The change barrier: paused, the consumer hands nothing to any worker of any
+        // process, so a message published after this call returns cannot reach a worker
+        // that still holds the old subscription; they all learn of the change (announced
+        // below) well within the pause, which then ends by itself. (A config update does
+        // not pause; the pause API must come first.)
+        let until = time::OffsetDateTime::now_utc() + CHANGE_BARRIER;
+        match stream.pause_consumer(&sub.id, until).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("consumer not found") => {
+                return Err(StoreError::NotFound)
+            }
+            Err(e) => return Err(nats(e)),
+        }
+        let mut config = self.consumer_config(sub, limits);
+        config.pause_until = Some(until);
+        match stream.update_consumer(config).await {
             Ok(_) => {
                 self.announce(&sub.project, &sub.topic, &sub.id).await;
                 Ok(())
@@ -384,6 +408,7 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
             confirmed: false,
+            unsubscribed: true,
             source_user: Some("u".into()),
             delegated_token: None,
         };

@@ -46,6 +46,7 @@ pub fn topic_stream_config(
     project: &ProjectId,
     topic: &TopicName,
     replicas: usize,
+    max_consumers: i32,
 ) -> jetstream::stream::Config {
     jetstream::stream::Config {
         name: stream_name(project, topic),
@@ -60,6 +61,8 @@ pub fn topic_stream_config(
         allow_message_ttl: true,
         duplicate_window: DUPLICATE_WINDOW,
         num_replicas: replicas,
+        // Explicit: nats-server 2.15 otherwise caps a stream at 1,000 consumers.
+        max_consumers,
         metadata: HashMap::from([
             ("herald.project".to_owned(), project.to_string()),
             ("herald.topic".to_owned(), topic.to_string()),
@@ -148,7 +151,12 @@ impl Store {
         topic: &TopicName,
     ) -> Result<(), StoreError> {
         self.js
-            .get_or_create_stream(topic_stream_config(project, topic, self.replicas))
+            .get_or_create_stream(topic_stream_config(
+                project,
+                topic,
+                self.replicas,
+                self.max_subscriptions,
+            ))
             .await
             .map_err(nats)?;
         Ok(())
@@ -406,9 +414,16 @@ impl Store {
                 continue;
             };
             let name = stream_name(&project, &topic);
-            if self.topic_stream(&project, &topic).await?.is_none() {
-                self.ensure_topic_stream(&project, &topic).await?;
-                repaired += 1;
+            match self.topic_stream(&project, &topic).await? {
+                None => {
+                    self.ensure_topic_stream(&project, &topic).await?;
+                    repaired += 1;
+                }
+                Some(stream) => {
+                    if self.upgrade_topic_stream(stream, &project, &topic).await? {
+                        repaired += 1;
+                    }
+                }
             }
             wanted.insert(name);
         }
@@ -424,6 +439,29 @@ impl Store {
             }
         }
         Ok((repaired, removed))
+    }
+
+    /// Brings a stream made by an older Herald up to the current settings: streams created
+    /// before `max_subscriptions_per_topic` have no `max_consumers` (2.15 reads that as its
+    /// default of 1,000). `true` when it was updated.
+    async fn upgrade_topic_stream(
+        &self,
+        stream: jetstream::stream::Stream,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<bool, StoreError> {
+        let current = stream.cached_info().config.clone();
+        if current.max_consumers == self.max_subscriptions {
+            return Ok(false);
+        }
+        let config = jetstream::stream::Config {
+            max_consumers: self.max_subscriptions,
+            ..current
+        };
+        self.js.update_stream(config).await.map_err(nats)?;
+        tracing::info!(%project, %topic, max_consumers = self.max_subscriptions,
+            "topic stream upgraded");
+        Ok(true)
     }
 
     /// Checks again, just before deleting, that no record owns the stream: a topic created

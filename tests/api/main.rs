@@ -11,6 +11,7 @@ mod messages;
 mod ops;
 mod peers;
 mod schemathesis;
+mod subscription_changes;
 mod subscriptions;
 mod topics;
 mod user_messages;

@@ -31,7 +31,12 @@ impl RawTopic {
         let project = ProjectId::parse("rawbench").expect("valid");
         let topic = TopicName::parse(topic).expect("valid");
         let stream = js
-            .create_stream(topic_stream_config(&project, &topic, 1))
+            .create_stream(topic_stream_config(
+                &project,
+                &topic,
+                1,
+                herald::config::Config::default().max_subscriptions_per_topic as i32,
+            ))
             .await?;
         Ok(Self {
             js,
