@@ -1,5 +1,6 @@
 //! Domain types that parse and validate once, at the edge of the API.
 
+pub mod filter_policy;
 mod names;
 mod retry_policy;
 pub mod signed_url;
