@@ -21,6 +21,7 @@ use super::{
 use crate::{
     auth::Identity,
     domain::{
+        filter_policy::Attributes,
         topic_metadata::{MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS, MIN_MESSAGE_TTL_SECS},
         TopicMetadata,
     },
@@ -86,7 +87,7 @@ fn int_field(
 #[utoipa::path(post, path = "/v2/topics/{name}/messages", tag = "topics",
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header,
         description = "A retried POST with the same key returns the same ids without publishing twice (2-minute window)")),
-    request_body(content = Object, description = "{\"messages\": [{\"body\": any, \"ttl\"?: 60..1209600, \"delay\"?: 0..900}]}"),
+    request_body(content = Object, description = "{\"messages\": [{\"body\": any, \"ttl\"?: 60..1209600, \"delay\"?: 0..900, \"attributes\"?: {name: string | number | [string | number]} (at most 10)}]}"),
     responses((status = 201, body = MessagesPostOut, headers(("Location" = String))),
         (status = 400, body = super::topics::ErrorOut), (status = 403, body = super::topics::ErrorOut),
         (status = 404, body = super::topics::ErrorOut), (status = 413, body = super::topics::ErrorOut),
@@ -146,6 +147,11 @@ async fn post_messages(
             .unwrap_or_else(|| topic.metadata.default_message_ttl());
         let delay = int_field(m, "delay", 0, MAX_MESSAGE_DELAY_SECS)?
             .unwrap_or_else(|| topic.metadata.default_message_delay());
+        let attributes = m
+            .get("attributes")
+            .map(Attributes::parse)
+            .transpose()?
+            .unwrap_or_default();
         let id = match key {
             Some(k) => derived_id(&[identity.project.as_str(), name.as_str(), k, &i.to_string()]),
             None => uuid::Uuid::new_v4().to_string(),
@@ -155,6 +161,7 @@ async fn post_messages(
             body: Bytes::from(body.to_string()),
             ttl_secs: ttl,
             not_before_ms: (delay > 0).then(|| now_ms + delay as i64 * 1000),
+            attributes,
         });
     }
     let published = state

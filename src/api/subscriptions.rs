@@ -130,6 +130,7 @@ fn parse_options(v: &Value) -> Result<Map<String, Value>, ApiError> {
     if let Some(p) = options.get("_retry_policy") {
         RetryPolicy::parse(p)?;
     }
+    crate::domain::filter_policy::FilterPolicy::from_options(options)?;
     if let Some(h) = options.get("post_headers") {
         let ok = h.as_object().is_some_and(|m| {
             m.iter().all(|(k, v)| {

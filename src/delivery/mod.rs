@@ -31,7 +31,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
-    domain::Subscriber,
+    domain::{filter_policy::FilterPolicy, Subscriber},
     store::{
         subscriptions::{ConsumerLimits, Subscription, CHANGED_SUBJECT_PREFIX},
         topics::{stream_name, TOPIC_STREAM_PREFIX},
@@ -307,6 +307,13 @@ impl Engine {
             tracing::warn!(subscription = %sub.id, "unreadable subscriber; not delivering");
             return Ok(());
         };
+        let filter = match FilterPolicy::from_options(&sub.options) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(subscription = %sub.id, error = %e, "unreadable filter policy; not delivering");
+                return Ok(());
+            }
+        };
         let policy = worker::Target::effective_policy(topic.metadata.retry_policy(), &sub.options);
         let target = Arc::new(worker::Target {
             lag: metrics::gauge!("herald_subscription_lag_messages",
@@ -315,6 +322,7 @@ impl Engine {
             schedule: policy.schedule(),
             policy,
             default_ttl: topic.metadata.default_message_ttl(),
+            filter,
             topic: sub.topic.clone(),
             stream: stream.to_owned(),
             subscriber,

@@ -15,6 +15,8 @@ pub enum Outcome {
     DeadLettered { attempts: u64 },
     /// Not delivered on purpose (unconfirmed or expired subscription); acked.
     Skipped,
+    /// The subscription's filter policy does not match the message; acked, no attempt.
+    Filtered,
     /// Herald could not finish its own bookkeeping (NATS down); NAKed, not an attempt.
     Postponed,
 }
@@ -27,6 +29,7 @@ impl Outcome {
             Self::Retry { .. } => "retry",
             Self::DeadLettered { .. } => "dead_letter",
             Self::Skipped => "skipped",
+            Self::Filtered => "filtered",
             Self::Postponed => "postponed",
         }
     }

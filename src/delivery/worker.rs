@@ -28,7 +28,10 @@ use super::{
     user_messages, webhook, Deps,
 };
 use crate::{
-    domain::{RetryPolicy, Subscriber, TopicName},
+    domain::{
+        filter_policy::{Attributes, FilterPolicy, ATTRIBUTE_HEADER_PREFIX},
+        RetryPolicy, Subscriber, TopicName,
+    },
     store::{
         dead_letters::DeadLetter,
         messages::{HEADER_ID, HEADER_NOT_BEFORE, HEADER_TTL},
@@ -56,6 +59,8 @@ pub struct Target {
     pub schedule: Vec<Duration>,
     /// Topic's `_default_message_ttl`, for messages published without `Nats-TTL`.
     pub default_ttl: u64,
+    /// `options.filter_policy`, compiled once.
+    pub filter: Option<FilterPolicy>,
     /// Messages still waiting for this subscription (consumer lag), updated on every pull;
     /// the handle is built once so the hot path does not allocate labels.
     pub lag: metrics::Gauge,
@@ -242,8 +247,37 @@ fn parse_ttl(v: &str) -> Option<u64> {
     v.trim().trim_end_matches('s').parse().ok()
 }
 
-/// The JSON sent to subscribers: Zaqar's shape plus `topic_name` and `message_id`.
-pub fn notification(body: &[u8], ttl: u64, topic: &str, id: &str) -> String {
+/// The message's `Herald-Attr-*` headers; nothing is allocated when it has none.
+fn attributes_of(message: &jetstream::Message) -> Attributes {
+    let Some(headers) = message.headers.as_ref() else {
+        return Attributes::default();
+    };
+    let prefix = ATTRIBUTE_HEADER_PREFIX.as_bytes();
+    let has = headers.iter().any(|(k, _)| {
+        AsRef::<str>::as_ref(k)
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+    });
+    if !has {
+        return Attributes::default();
+    }
+    Attributes::from_headers(
+        headers
+            .iter()
+            .filter_map(|(k, v)| v.first().map(|v| (AsRef::<str>::as_ref(k), v.as_str()))),
+    )
+}
+
+/// The JSON sent to subscribers: Zaqar's shape plus `topic_name`, `message_id` and, when
+/// the message has any, `attributes`.
+pub fn notification(
+    body: &[u8],
+    ttl: u64,
+    topic: &str,
+    id: &str,
+    attributes: &Attributes,
+) -> String {
     let body_json = if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
         String::from_utf8_lossy(body).into_owned()
     } else {
@@ -251,8 +285,13 @@ pub fn notification(body: &[u8], ttl: u64, topic: &str, id: &str) -> String {
     };
     let topic = Value::String(topic.to_owned()).to_string();
     let id = Value::String(id.to_owned()).to_string();
+    let attributes = if attributes.is_empty() {
+        String::new()
+    } else {
+        format!(r#","attributes":{}"#, attributes.to_json())
+    };
     format!(
-        r#"{{"body":{body_json},"ttl":{ttl},"queue_name":{topic},"Message_Type":"Notification","topic_name":{topic},"message_id":{id}}}"#
+        r#"{{"body":{body_json},"ttl":{ttl},"queue_name":{topic},"Message_Type":"Notification","topic_name":{topic},"message_id":{id}{attributes}}}"#
     )
 }
 
@@ -328,6 +367,13 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
         let _ = message.ack().await;
         return Outcome::Skipped;
     }
+    let attributes = attributes_of(message);
+    if let Some(filter) = &target.filter {
+        if !filter.matches(&attributes, &message.payload) {
+            let _ = message.ack().await;
+            return Outcome::Filtered;
+        }
+    }
     let not_before = header(message, HEADER_NOT_BEFORE).and_then(|v| v.parse::<i64>().ok());
     if let Some(nb) = not_before {
         let wait = nb - now.timestamp_millis();
@@ -341,9 +387,16 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
     let ttl = header(message, HEADER_TTL)
         .and_then(parse_ttl)
         .unwrap_or(target.default_ttl);
-    let payload = notification(&message.payload, ttl, target.topic.as_str(), &id);
+    let payload = notification(
+        &message.payload,
+        ttl,
+        target.topic.as_str(),
+        &id,
+        &attributes,
+    );
 
-    let result = with_progress_acks(deps, message, send(deps, target, &id, payload)).await;
+    let result =
+        with_progress_acks(deps, message, send(deps, target, &id, payload, &attributes)).await;
     match result {
         Ok(()) => {
             let _ = message.ack().await;
@@ -448,6 +501,7 @@ async fn send(
     target: &Target,
     id: &str,
     payload: String,
+    attributes: &Attributes,
 ) -> Result<(), DeliveryError> {
     let options = &target.sub.options;
     match &target.subscriber {
@@ -501,6 +555,12 @@ async fn send(
         Subscriber::Nats { subject } => {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(HEADER_ID, id);
+            for (name, value) in &attributes.0 {
+                headers.insert(
+                    format!("{ATTRIBUTE_HEADER_PREFIX}{name}").as_str(),
+                    value.header_value().as_str(),
+                );
+            }
             nats::request(
                 deps.store.client(),
                 subject,
@@ -521,14 +581,27 @@ mod tests {
 
     #[test]
     fn the_notification_has_zaqars_shape_plus_topic_name_and_message_id() {
-        let n: Value =
-            serde_json::from_str(&notification(br#"{"a":1}"#, 60, "t.x", "id1")).unwrap();
+        let n: Value = serde_json::from_str(&notification(
+            br#"{"a":1}"#,
+            60,
+            "t.x",
+            "id1",
+            &Attributes::default(),
+        ))
+        .unwrap();
         assert_eq!(
             n,
             json!({"body": {"a": 1}, "ttl": 60, "queue_name": "t.x", "Message_Type": "Notification",
                    "topic_name": "t.x", "message_id": "id1"})
         );
-        let raw: Value = serde_json::from_str(&notification(b"not json", 60, "t", "i")).unwrap();
+        let raw: Value = serde_json::from_str(&notification(
+            b"not json",
+            60,
+            "t",
+            "i",
+            &Attributes::default(),
+        ))
+        .unwrap();
         assert_eq!(raw["body"], "not json");
     }
 

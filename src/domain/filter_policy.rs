@@ -84,7 +84,9 @@ impl AttributeValue {
     pub fn from_header(raw: &str) -> Self {
         match serde_json::from_str::<Value>(raw) {
             Ok(Value::String(s)) => Self::String(s),
-            Ok(Value::Number(n)) => n.as_f64().map_or(Self::String(raw.to_owned()), Self::Number),
+            Ok(Value::Number(n)) => n
+                .as_f64()
+                .map_or(Self::String(raw.to_owned()), Self::Number),
             Ok(Value::Array(a)) if a.iter().all(|v| v.is_string() || v.is_number()) => {
                 Self::Array(a)
             }
@@ -123,25 +125,24 @@ impl Attributes {
         for (name, value) in map {
             check_attribute_name(name)?;
             let bad = |why: &str| Invalid::new(format!("Invalid attribute {name:?}: {why}"));
-            let value = match value {
-                Value::String(s) => AttributeValue::String(s.clone()),
-                Value::Number(n) => AttributeValue::Number(
-                    n.as_f64()
-                        .filter(|f| f.is_finite())
-                        .ok_or_else(|| bad("the number is out of range."))?,
-                ),
-                Value::Array(a)
-                    if a.len() <= MAX_ATTRIBUTE_ITEMS
-                        && a.iter().all(|v| v.is_string() || v.is_number()) =>
-                {
-                    AttributeValue::Array(a.clone())
-                }
-                _ => {
-                    return Err(bad(
+            let value =
+                match value {
+                    Value::String(s) => AttributeValue::String(s.clone()),
+                    Value::Number(n) => AttributeValue::Number(
+                        n.as_f64()
+                            .filter(|f| f.is_finite())
+                            .ok_or_else(|| bad("the number is out of range."))?,
+                    ),
+                    Value::Array(a)
+                        if a.len() <= MAX_ATTRIBUTE_ITEMS
+                            && a.iter().all(|v| v.is_string() || v.is_number()) =>
+                    {
+                        AttributeValue::Array(a.clone())
+                    }
+                    _ => return Err(bad(
                         "expected a string, a number or a list of at most 100 strings and numbers.",
-                    ))
-                }
-            };
+                    )),
+                };
             // JSON-encoded (control characters escaped), so any string fits a header.
             if value.header_value().len() > MAX_ATTRIBUTE_VALUE_BYTES {
                 return Err(bad("the value must be at most 4096 bytes encoded as JSON."));
@@ -356,9 +357,12 @@ fn measure(c: &Conj) -> (usize, usize) {
     let mut keys = c.fields.len();
     let mut combos: usize = c.fields.iter().map(|f| f.conds.len().max(1)).product();
     for group in &c.ors {
-        let (k, n) = group.iter().map(measure).fold((0usize, 0usize), |(k, n), (k2, n2)| {
-            (k.max(k2), n.saturating_add(n2))
-        });
+        let (k, n) = group
+            .iter()
+            .map(measure)
+            .fold((0usize, 0usize), |(k, n), (k2, n2)| {
+                (k.max(k2), n.saturating_add(n2))
+            });
         keys += k;
         combos = combos.saturating_mul(n.max(1));
     }
@@ -373,10 +377,9 @@ fn compile_object(
     let mut conj = Conj::default();
     for (key, value) in obj {
         if key == "$or" {
-            let alternatives = value
-                .as_array()
-                .filter(|a| a.len() >= 2)
-                .ok_or_else(|| Invalid::new("filter_policy: \"$or\" takes a list of at least two policies."))?;
+            let alternatives = value.as_array().filter(|a| a.len() >= 2).ok_or_else(|| {
+                Invalid::new("filter_policy: \"$or\" takes a list of at least two policies.")
+            })?;
             let group = alternatives
                 .iter()
                 .map(|alt| {
@@ -427,13 +430,11 @@ fn compile_object(
 }
 
 fn number(key: &str, v: &Value) -> Result<f64, Invalid> {
-    v.as_f64()
-        .filter(|n| n.abs() <= MAX_NUMBER)
-        .ok_or_else(|| {
-            Invalid::new(format!(
-                "filter_policy: numbers for {key:?} must be between -1000000000 and 1000000000."
-            ))
-        })
+    v.as_f64().filter(|n| n.abs() <= MAX_NUMBER).ok_or_else(|| {
+        Invalid::new(format!(
+            "filter_policy: numbers for {key:?} must be between -1000000000 and 1000000000."
+        ))
+    })
 }
 
 fn string<'a>(key: &str, op: &str, v: &'a Value) -> Result<&'a str, Invalid> {
@@ -543,8 +544,12 @@ fn compile_anything_but(key: &str, arg: &Value) -> Result<Cond, Invalid> {
         Value::Object(op) if op.len() == 1 => {
             let (name, inner) = op.iter().next().expect("one entry");
             match name.as_str() {
-                "prefix" => Ok(Cond::AnythingButPrefix(string(key, name, inner)?.to_owned())),
-                "suffix" => Ok(Cond::AnythingButSuffix(string(key, name, inner)?.to_owned())),
+                "prefix" => Ok(Cond::AnythingButPrefix(
+                    string(key, name, inner)?.to_owned(),
+                )),
+                "suffix" => Ok(Cond::AnythingButSuffix(
+                    string(key, name, inner)?.to_owned(),
+                )),
                 "equals-ignore-case" => {
                     let list = match inner {
                         Value::String(s) => vec![s.to_lowercase()],
@@ -600,7 +605,7 @@ impl Cond {
                     Cmp::Ge => n >= *x,
                 })
             }),
-            Self::Exists(want) => !values.is_empty() == *want,
+            Self::Exists(want) => values.is_empty() != *want,
             Self::Cidr(net) => strings()
                 .filter_map(|s| s.parse::<std::net::IpAddr>().ok())
                 .any(|ip| net.contains(&ip)),

@@ -9,7 +9,10 @@ use std::future::IntoFuture;
 use futures::future::try_join_all;
 
 use super::{nats, topics::topic_subject, Store, StoreError};
-use crate::domain::{ProjectId, TopicName};
+use crate::domain::{
+    filter_policy::{Attributes, ATTRIBUTE_HEADER_PREFIX},
+    ProjectId, TopicName,
+};
 
 /// Header carrying the message id Herald shows subscribers (stable across replays).
 pub const HEADER_ID: &str = "Herald-Id";
@@ -27,6 +30,8 @@ pub struct OutgoingMessage {
     pub ttl_secs: u64,
     /// Unix milliseconds before which nobody receives it.
     pub not_before_ms: Option<i64>,
+    /// Message attributes, carried as `Herald-Attr-{name}` headers (JSON values).
+    pub attributes: Attributes,
 }
 
 impl OutgoingMessage {
@@ -37,6 +42,12 @@ impl OutgoingMessage {
         h.insert(HEADER_TTL, format!("{}s", self.ttl_secs).as_str());
         if let Some(nb) = self.not_before_ms {
             h.insert(HEADER_NOT_BEFORE, nb.to_string().as_str());
+        }
+        for (name, value) in &self.attributes.0 {
+            h.insert(
+                format!("{ATTRIBUTE_HEADER_PREFIX}{name}").as_str(),
+                value.header_value().as_str(),
+            );
         }
         h
     }

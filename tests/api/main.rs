@@ -5,6 +5,7 @@ mod cinderclient;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod filter_policies;
 mod helpers;
 mod http_layer;
 mod messages;
