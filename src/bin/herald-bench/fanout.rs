@@ -42,8 +42,42 @@ async fn wait_for(receiver: &Receiver, want: u64, deadline: Duration) -> Result<
     Ok(start.elapsed())
 }
 
+/// Publish bodies of 10 messages; with `shards`, message k carries the attribute
+/// `shard = "s{k % shards}"` (post p uses body p % len).
+fn bodies(shards: Option<usize>) -> Vec<bytes::Bytes> {
+    let Some(shards) = shards else {
+        return vec![batch_body(10, 256)];
+    };
+    let filler = "x".repeat(256);
+    (0..shards)
+        .map(|p| {
+            let msgs: Vec<serde_json::Value> = (0..10)
+                .map(|j| {
+                    serde_json::json!({"body": filler,
+                        "attributes": {"shard": format!("s{}", (p * 10 + j) % shards)}})
+                })
+                .collect();
+            serde_json::to_vec(&serde_json::json!({ "messages": msgs }))
+                .expect("json")
+                .into()
+        })
+        .collect()
+}
+
 /// Deliveries/s and Herald's CPU µs per delivery.
 async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<(f64, f64)> {
+    herald_run_with(bins, args, n, messages, false).await
+}
+
+/// With `filtered`, subscription i has the policy `{"shard": ["s{i}"]}`, so each message
+/// matches exactly one of the `n` subscriptions.
+async fn herald_run_with(
+    bins: &Bins,
+    args: &Args,
+    n: usize,
+    messages: usize,
+    filtered: bool,
+) -> Result<(f64, f64)> {
     let nats = Nats::start(bins, args.sync_always).await?;
     let herald = Herald::start(bins, &nats.url, &[]).await?;
     let receiver = Receiver::start().await?;
@@ -53,23 +87,28 @@ async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Resu
         api.subscribe(
             "fanout",
             &receiver.url(&format!("/hook/{i}")),
-            serde_json::json!({}),
+            if filtered {
+                serde_json::json!({"filter_policy": {"shard": [format!("s{i}")]}})
+            } else {
+                serde_json::json!({})
+            },
         )
         .await?;
     }
     let start = Instant::now();
     let cpu_before = herald.cpu_time();
-    let body = batch_body(10, 256);
+    let bodies = Arc::new(bodies(filtered.then_some(n)));
     let posts = messages.div_ceil(10);
     let publisher = {
         let api = api.clone();
         tokio::spawn(async move {
             let mut tasks = Vec::new();
             for chunk in 0..8 {
-                let (api, body) = (api.clone(), body.clone());
+                let (api, bodies) = (api.clone(), bodies.clone());
                 tasks.push(tokio::spawn(async move {
-                    for _ in (chunk..posts).step_by(8) {
-                        let _ = api.post_raw("fanout", body.clone()).await;
+                    for p in (chunk..posts).step_by(8) {
+                        let body = bodies[p % bodies.len()].clone();
+                        let _ = api.post_raw("fanout", body).await;
                     }
                 }));
             }
@@ -78,7 +117,7 @@ async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Resu
             }
         })
     };
-    let want = (posts * 10 * n) as u64;
+    let want = (posts * 10 * if filtered { 1 } else { n }) as u64;
     wait_for(&receiver, want, Duration::from_secs(300)).await?;
     publisher.await?;
     let cpu = herald.cpu_time().saturating_sub(cpu_before);
@@ -158,4 +197,37 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         );
     }
     Ok(figures)
+}
+
+/// Filter policies: 1 topic × `n` subscriptions each matching 1/n of the messages, against
+/// 1 × 1 unfiltered with the same messages (same run). Herald CPU is per published message.
+pub async fn run_filtered(
+    bins: &Bins,
+    args: &Args,
+    n: usize,
+    messages: usize,
+) -> Result<Vec<Figure>> {
+    let (plain, plain_us) = herald_run_with(bins, args, 1, messages, false).await?;
+    let (filtered, filtered_us) = herald_run_with(bins, args, n, messages, true).await?;
+    eprintln!(
+        "filter x{n}: {filtered:.0} deliveries/s ({filtered_us:.1} us CPU per published message) vs 1x1 unfiltered {plain:.0}/s ({plain_us:.1} us)"
+    );
+    Ok(vec![
+        Figure::new(
+            format!(
+                "filtered fan-out, 1 topic x {n} subscriptions matching 1/{n} each (deliveries/s)"
+            ),
+            filtered,
+            "deliv/s",
+        )
+        .vs(plain)
+        .target("vs 1 x 1 unfiltered"),
+        Figure::new(
+            format!("Herald CPU per published message, {n} filtered subscriptions"),
+            filtered_us,
+            "us",
+        )
+        .vs(plain_us)
+        .target("vs 1 x 1 unfiltered"),
+    ])
 }

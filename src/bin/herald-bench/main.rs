@@ -60,6 +60,14 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Filter policies: 1 topic × N subscriptions matching 1/N of the messages each, vs
+    /// 1 × 1 unfiltered (same run).
+    Filter {
+        #[arg(long, default_value_t = 100)]
+        subscriptions: usize,
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+    },
     /// Publish→webhook latency at a steady rate, open loop.
     Latency {
         #[arg(long, default_value_t = 1000)]
@@ -170,6 +178,23 @@ async fn main() -> anyhow::Result<()> {
                         concurrency,
                         sync_always,
                     },
+                )
+                .await?
+            }
+            Scenario::Filter {
+                subscriptions,
+                messages,
+            } => {
+                fanout::run_filtered(
+                    &bins,
+                    &fanout::Args {
+                        subscriptions: vec![subscriptions],
+                        deliveries: messages,
+                        concurrency: 64,
+                        sync_always,
+                    },
+                    subscriptions,
+                    messages,
                 )
                 .await?
             }
