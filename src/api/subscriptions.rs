@@ -209,7 +209,7 @@ fn send_confirmation(state: &AppState, sub: Subscription, unsubscribe: bool) {
 /// Subscribe to a topic.
 #[utoipa::path(post, path = "/v2/topics/{name}/subscriptions", tag = "subscriptions",
     params(("name" = String, Path)),
-    request_body(content = Object, description = "{\"subscriber\": uri, \"ttl\"?: seconds, \"options\"?: {}}"),
+    request_body(content = Object, description = "{\"subscriber\": uri, \"ttl\"?: seconds, \"options\"?: {\"_retry_policy\"?, \"post_headers\"?, \"post_data\"?, \"secret\"?, \"ordered\"?, \"from\"?, \"subject\"?, \"filter_policy\"?: SNS filter policy, \"filter_policy_scope\"?: \"MessageAttributes\" | \"MessageBody\"}}"),
     responses((status = 201, body = SubscriptionCreatedOut, headers(("Location" = String))),
         (status = 400, body = ErrorOut), (status = 403, body = ErrorOut), (status = 404, body = ErrorOut),
         (status = 409, body = ErrorOut), (status = 503, body = ErrorOut)))]
