@@ -8,6 +8,7 @@ mod delivery;
 mod helpers;
 mod http_layer;
 mod messages;
+mod nats_permissions;
 mod ops;
 mod peers;
 mod schemathesis;
