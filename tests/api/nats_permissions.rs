@@ -77,7 +77,6 @@ async fn check(file: &str, responder: (&str, &str), served: &str, refused: &[&st
         Duration::from_secs(10),
         "a delivery to the served subject",
         || {
-            let send = send.clone();
             let served = served.to_owned();
             async move { send(served).await.ok() }
         },
