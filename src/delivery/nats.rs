@@ -52,14 +52,20 @@ impl NatsTransport {
             .event_callback(move |event| {
                 let seen = seen.clone();
                 async move {
-                    if let Event::ServerError(ServerError::Other(text)) = &event {
-                        if let Some(subject) = refused_subject(text) {
-                            tracing::warn!(subject, "NATS refused a delivery publish");
-                            remember(&seen, subject);
-                            return;
+                    match &event {
+                        Event::ServerError(ServerError::Other(text)) => {
+                            match refused_subject(text) {
+                                Some(subject) => {
+                                    tracing::warn!(subject, "NATS refused a delivery publish");
+                                    remember(&seen, subject);
+                                }
+                                // E.g. the delivery user may not subscribe to its reply
+                                // inbox: every request would time out.
+                                None => tracing::warn!(%event, "nats delivery connection error"),
+                            }
                         }
+                        _ => tracing::info!(%event, "nats delivery connection event"),
                     }
-                    tracing::info!(%event, "nats delivery connection event");
                 }
             });
         let own = config.nats_delivery_user.is_some()
