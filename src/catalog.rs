@@ -56,6 +56,12 @@ level = "ERROR"
 resource_type = "SUBSCRIPTION"
 
 [[event]]
+id = "HERALD_SUBSCRIPTION_001_007"
+message = "deliver message:Herald's outbound policy does not allow sending to this subscriber's address, so the message was not sent; change the subscriber or ask the operator."
+level = "ERROR"
+resource_type = "SUBSCRIPTION"
+
+[[event]]
 id = "HERALD_SUBSCRIPTION_002_003"
 message = "expire subscription:The subscription reached its time to live and was removed."
 level = "WARNING"
@@ -72,6 +78,8 @@ resource_type = "SUBSCRIPTION"
 pub const EVENT_DELIVERY_REJECTED: &str = "HERALD_SUBSCRIPTION_001_001";
 /// Delivery retries exhausted.
 pub const EVENT_DELIVERY_RETRIES_EXHAUSTED: &str = "HERALD_SUBSCRIPTION_001_002";
+/// Delivery refused by Herald's own outbound policy, not by the subscriber.
+pub const EVENT_DELIVERY_REFUSED_BY_POLICY: &str = "HERALD_SUBSCRIPTION_001_007";
 /// Subscription expired.
 pub const EVENT_SUBSCRIPTION_EXPIRED: &str = "HERALD_SUBSCRIPTION_002_003";
 /// Confirmation never completed.
@@ -470,6 +478,7 @@ resource_types = ["VOLUME", "VOLUME_SNAPSHOT"]
         for id in [
             EVENT_DELIVERY_REJECTED,
             EVENT_DELIVERY_RETRIES_EXHAUSTED,
+            EVENT_DELIVERY_REFUSED_BY_POLICY,
             EVENT_SUBSCRIPTION_EXPIRED,
             EVENT_CONFIRMATION_NEVER_COMPLETED,
         ] {

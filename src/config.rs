@@ -20,6 +20,16 @@ pub enum AuthMode {
     Tokens,
 }
 
+/// Which subjects a project's `nats:` subscribers may target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsSubscriberScope {
+    /// Any subject that passes validation (single tenant, or projects without NATS users).
+    Any,
+    /// Only subjects under `{project}.` (multi-tenant deployments with per-project NATS users).
+    Project,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -40,6 +50,15 @@ pub struct Config {
     pub nats_token: Option<String>,
     /// Path of a NATS `.creds` file.
     pub nats_creds: Option<PathBuf>,
+    /// Credentials of the separate connection `nats:` deliveries go out on (its NATS user
+    /// should be allowed to publish only where subscribers may be reached). All unset: the
+    /// main connection's credentials, still on a connection of its own.
+    pub nats_delivery_user: Option<String>,
+    pub nats_delivery_password: Option<String>,
+    pub nats_delivery_token: Option<String>,
+    pub nats_delivery_creds: Option<PathBuf>,
+    /// Which subjects `nats:` subscribers may target.
+    pub nats_subscriber_scope: NatsSubscriberScope,
     /// Upper bound of any single NATS request made while serving an API call.
     pub nats_timeout_ms: u64,
     /// Replicas of every stream and bucket Herald creates (3 on a cluster).
@@ -90,6 +109,11 @@ impl Default for Config {
             nats_password: None,
             nats_token: None,
             nats_creds: None,
+            nats_delivery_user: None,
+            nats_delivery_password: None,
+            nats_delivery_token: None,
+            nats_delivery_creds: None,
+            nats_subscriber_scope: NatsSubscriberScope::Any,
             nats_timeout_ms: 3000,
             replicas: 1,
             auth_mode: AuthMode::Noauth,
@@ -238,6 +262,33 @@ impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+
+    /// The `outbound_allow` entries that open loopback, private, link-local or unspecified
+    /// addresses to the SSRF guard (worth a warning outside development).
+    pub fn risky_outbound_allow(&self) -> Vec<IpNet> {
+        self.outbound_allow
+            .iter()
+            .filter(|net| {
+                let ip = net.network();
+                let last = net.broadcast();
+                [ip, last].iter().any(|ip| match ip {
+                    std::net::IpAddr::V4(v4) => {
+                        v4.is_loopback()
+                            || v4.is_private()
+                            || v4.is_link_local()
+                            || v4.is_unspecified()
+                    }
+                    std::net::IpAddr::V6(v6) => {
+                        v6.is_loopback()
+                            || v6.is_unspecified()
+                            || (v6.segments()[0] & 0xfe00) == 0xfc00
+                            || (v6.segments()[0] & 0xffc0) == 0xfe80
+                    }
+                }) || net.prefix_len() == 0
+            })
+            .copied()
+            .collect()
+    }
 }
 
 fn mask(secret: &Option<String>) -> &'static str {
@@ -261,6 +312,17 @@ impl fmt::Debug for Config {
             )
             .field("nats_token", &format_args!("{}", mask(&self.nats_token)))
             .field("nats_creds", &self.nats_creds)
+            .field("nats_delivery_user", &self.nats_delivery_user)
+            .field(
+                "nats_delivery_password",
+                &format_args!("{}", mask(&self.nats_delivery_password)),
+            )
+            .field(
+                "nats_delivery_token",
+                &format_args!("{}", mask(&self.nats_delivery_token)),
+            )
+            .field("nats_delivery_creds", &self.nats_delivery_creds)
+            .field("nats_subscriber_scope", &self.nats_subscriber_scope)
             .field("nats_timeout_ms", &self.nats_timeout_ms)
             .field("replicas", &self.replicas)
             .field("auth_mode", &self.auth_mode)
@@ -341,14 +403,52 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn delivery_credentials_and_the_subscriber_scope_load_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_NATS_DELIVERY_USER", "herald_delivery");
+            jail.set_env("HERALD_NATS_DELIVERY_PASSWORD", "pw");
+            jail.set_env("HERALD_NATS_SUBSCRIBER_SCOPE", "project");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.nats_delivery_user.as_deref(), Some("herald_delivery"));
+            assert_eq!(c.nats_subscriber_scope, NatsSubscriberScope::Project);
+            assert_eq!(
+                Config::default().nats_subscriber_scope,
+                NatsSubscriberScope::Any
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn loopback_and_private_allow_entries_are_risky() {
+        let allow = |s: &[&str]| Config {
+            outbound_allow: s.iter().map(|n| n.parse().unwrap()).collect(),
+            ..Config::default()
+        };
+        assert_eq!(
+            allow(&["127.0.0.0/8", "::1/128", "10.1.0.0/16", "fd00::/8"])
+                .risky_outbound_allow()
+                .len(),
+            4
+        );
+        assert!(allow(&["203.0.113.0/24"]).risky_outbound_allow().is_empty());
+        assert!(Config::default().risky_outbound_allow().is_empty());
+    }
+
+    #[test]
     fn secrets_are_masked_in_the_printed_config() {
         let c = Config {
             nats_password: Some("hunter2".into()),
+            nats_delivery_password: Some("delivery-pw".into()),
+            nats_delivery_token: Some("delivery-tok".into()),
             smtp_url: Some("smtp://u:pw@127.0.0.1:25".into()),
             ..Config::default()
         };
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("delivery-pw"));
+        assert!(!printed.contains("delivery-tok"));
         assert!(!printed.contains("pw@"));
         assert!(printed.contains("u:***@127.0.0.1:25"));
     }

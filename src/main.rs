@@ -82,6 +82,14 @@ async fn main() -> std::process::ExitCode {
     };
     herald::telemetry::init_tracing(config.log_format);
     tracing::info!(config = ?config, "effective configuration");
+    let risky = config.risky_outbound_allow();
+    if !risky.is_empty() {
+        tracing::warn!(
+            outbound_allow = ?risky,
+            "outbound_allow lets deliveries reach loopback or private addresses (SSRF guard relaxed); \
+             fine for development, not for a deployment where projects choose subscriber URLs"
+        );
+    }
     let result = async {
         let app = Application::build(config, roles).await?;
         app.run(herald::shutdown::token_on_signal()).await

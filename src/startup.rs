@@ -67,7 +67,13 @@ impl Application {
             Arc::new(catalog),
             Duration::from_secs(config.message_ttl),
         );
-        let outbound = Outbound::new(&config).context("failed to set up outbound delivery")?;
+        let mut outbound = Outbound::new(&config).context("failed to set up outbound delivery")?;
+        if roles.workers {
+            outbound
+                .connect_nats(&config)
+                .await
+                .context("failed to set up the NATS delivery connection")?;
+        }
         let state = AppState::new(crate::api::Shared {
             store,
             auth,

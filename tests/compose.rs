@@ -94,3 +94,49 @@ fn cluster_compose_file_defines_three_nats_two_heralds_and_mailpit() {
         .join("nats/cluster/docker.conf")
         .is_file());
 }
+
+/// `user: {user}, password: "{password}"` appears in the NATS config `file`.
+fn config_has_user(file: &str, user: &Value, password: &Value) -> bool {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let (user, password) = (user.as_str().unwrap(), password.as_str().unwrap());
+    text.contains(&format!("user: {user}, password: \"{password}\""))
+}
+
+#[test]
+fn compose_heralds_authenticate_as_the_users_of_their_nats_config_with_a_separate_delivery_user() {
+    let single = load("docker-compose.yml");
+    let cluster = load("docker-compose.cluster.yml");
+    let cluster_herald: Value =
+        serde_yaml::from_value(cluster["services"]["herald1"].clone()).unwrap();
+    let cluster_env = cluster_herald
+        .get("environment")
+        .or_else(|| cluster_herald.get("<<").and_then(|m| m.get("environment")))
+        .expect("herald1 environment via the x-herald anchor")
+        .clone();
+    for (env, conf) in [
+        (
+            single["services"]["herald"]["environment"].clone(),
+            "nats/docker.conf",
+        ),
+        (cluster_env, "nats/cluster/docker.conf"),
+    ] {
+        assert_eq!(
+            env["HERALD_NATS_DELIVERY_USER"], "herald_delivery",
+            "{conf}"
+        );
+        assert_ne!(env["HERALD_NATS_DELIVERY_USER"], env["HERALD_NATS_USER"]);
+        assert!(
+            config_has_user(conf, &env["HERALD_NATS_USER"], &env["HERALD_NATS_PASSWORD"]),
+            "{conf} lacks Herald's user"
+        );
+        assert!(
+            config_has_user(
+                conf,
+                &env["HERALD_NATS_DELIVERY_USER"],
+                &env["HERALD_NATS_DELIVERY_PASSWORD"]
+            ),
+            "{conf} lacks the delivery user"
+        );
+    }
+}

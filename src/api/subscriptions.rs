@@ -22,9 +22,9 @@ use super::{
 };
 use crate::{
     auth::Identity,
-    config::AuthMode,
+    config::{AuthMode, NatsSubscriberScope},
     delivery::{confirm, consumer_limits},
-    domain::{signed_url::SignedUrl, ProjectId, RetryPolicy, Subscriber, TopicName},
+    domain::{signed_url::SignedUrl, subscriber, ProjectId, RetryPolicy, Subscriber, TopicName},
     error::ApiError,
     store::{
         subscriptions::{Created, Subscription},
@@ -106,11 +106,26 @@ pub struct SubscriptionListOut {
     pub links: Vec<LinkOut>,
 }
 
-fn parse_subscriber(v: &Value) -> Result<Subscriber, ApiError> {
+fn parse_subscriber(
+    state: &AppState,
+    project: &ProjectId,
+    v: &Value,
+) -> Result<Subscriber, ApiError> {
     let s = v
         .as_str()
         .ok_or_else(|| ApiError::BadRequest("subscriber must be a string.".into()))?;
-    Ok(Subscriber::parse(s)?)
+    let subscriber = Subscriber::parse(s)?;
+    if let Subscriber::Nats { subject } = &subscriber {
+        if state.config.nats_subscriber_scope == NatsSubscriberScope::Project
+            && !subscriber::nats_subject_in_project(subject, project.as_str())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid subscriber {s:?}: nats_subscriber_scope is project, so the subject must be under {project}. (the project's own NATS namespace).",
+                project = project.as_str()
+            )));
+        }
+    }
+    Ok(subscriber)
 }
 
 fn parse_ttl(state: &AppState, v: &Value) -> Result<u64, ApiError> {
@@ -224,10 +239,12 @@ async fn create_subscription(
     let doc = doc
         .as_object()
         .ok_or_else(|| ApiError::BadRequest("The subscription must be a JSON object.".into()))?;
-    let subscriber =
-        parse_subscriber(doc.get("subscriber").ok_or_else(|| {
-            ApiError::BadRequest("Missing parameter subscriber in body.".into())
-        })?)?;
+    let subscriber = parse_subscriber(
+        &state,
+        &identity.project,
+        doc.get("subscriber")
+            .ok_or_else(|| ApiError::BadRequest("Missing parameter subscriber in body.".into()))?,
+    )?;
     let ttl = doc
         .get("ttl")
         .map(|v| parse_ttl(&state, v))
@@ -380,7 +397,10 @@ async fn update_subscription(
             "Unknown field {k}: only subscriber, ttl and options can be changed."
         )));
     }
-    let subscriber = doc.get("subscriber").map(parse_subscriber).transpose()?;
+    let subscriber = doc
+        .get("subscriber")
+        .map(|v| parse_subscriber(&state, &identity.project, v))
+        .transpose()?;
     let ttl = doc.get("ttl").map(|v| parse_ttl(&state, v)).transpose()?;
     let options = doc.get("options").map(parse_options).transpose()?;
     let topic = load_topic(&state, &identity.project, &name).await?;

@@ -48,6 +48,9 @@ pub const RESYNC_PERIOD: Duration = Duration::from_secs(10);
 pub struct Outbound {
     pub webhook: webhook::WebhookClient,
     pub mailer: Option<email::Mailer>,
+    /// The separate NATS connection `nats:` deliveries go out on; only in processes that
+    /// run workers (see [`Outbound::connect_nats`]).
+    pub nats: Option<nats::NatsTransport>,
 }
 
 impl Outbound {
@@ -63,7 +66,20 @@ impl Outbound {
             .as_deref()
             .map(|url| email::Mailer::new(url, &config.mail_from, config.delivery_timeout()))
             .transpose()?;
-        Ok(Self { webhook, mailer })
+        Ok(Self {
+            webhook,
+            mailer,
+            nats: None,
+        })
+    }
+
+    /// Opens the delivery NATS connection (`nats_delivery_*` credentials).
+    ///
+    /// # Errors
+    /// When the credentials file cannot be read.
+    pub async fn connect_nats(&mut self, config: &Config) -> anyhow::Result<()> {
+        self.nats = Some(nats::NatsTransport::connect(config).await?);
+        Ok(())
     }
 }
 

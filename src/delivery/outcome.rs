@@ -47,8 +47,13 @@ pub enum DeliveryError {
     Timeout(Duration),
     #[error("cannot reach the subscriber: {0}")]
     Connect(String),
-    #[error("the outbound address guard refused {0} (loopback, private, link-local or metadata address; see outbound_allow)")]
+    /// Herald's own outbound guard refused the address; nothing was sent.
+    #[error("not sent: Herald's outbound policy refused the address {0} (loopback, private, link-local and metadata addresses are blocked unless outbound_allow permits them)")]
     Blocked(String),
+    /// nats-server refused the delivery connection's publish (its permissions); nothing
+    /// was delivered.
+    #[error("NATS refused publishing to {0:?}: permissions violation")]
+    Refused(String),
     #[error("SMTP relay: {message}")]
     Smtp { message: String, permanent: bool },
     #[error("nobody answered the NATS request on {0}")]
@@ -66,10 +71,16 @@ impl DeliveryError {
             Self::Status { status, .. } => {
                 (400..500).contains(status) && *status != 408 && *status != 429
             }
-            Self::Blocked(_) | Self::Misconfigured(_) => true,
+            Self::Blocked(_) | Self::Refused(_) | Self::Misconfigured(_) => true,
             Self::Smtp { permanent, .. } => *permanent,
             Self::Timeout(_) | Self::Connect(_) | Self::NoReply(_) => false,
         }
+    }
+
+    /// Refused by Herald's own outbound policy (address guard, delivery permissions) rather
+    /// than by the subscriber: the project hears a different story.
+    pub fn refused_by_policy(&self) -> bool {
+        matches!(self, Self::Blocked(_) | Self::Refused(_))
     }
 
     /// A delay the subscriber asked for (`Retry-After`).
@@ -99,5 +110,21 @@ mod tests {
         assert!(!status(503).is_permanent());
         assert!(!DeliveryError::Timeout(Duration::from_secs(1)).is_permanent());
         assert!(DeliveryError::Blocked("10.0.0.1".into()).is_permanent());
+        assert!(DeliveryError::Refused("a.b".into()).is_permanent());
+    }
+
+    #[test]
+    fn only_herald_side_refusals_are_policy_refusals() {
+        assert!(DeliveryError::Blocked("127.0.0.1".into()).refused_by_policy());
+        assert!(DeliveryError::Refused("a.b".into()).refused_by_policy());
+        let rejected = DeliveryError::Status {
+            status: 403,
+            retry_after: None,
+        };
+        assert!(!rejected.refused_by_policy());
+        assert_eq!(
+            DeliveryError::Refused("x".into()).to_string(),
+            r#"NATS refused publishing to "x": permissions violation"#
+        );
     }
 }

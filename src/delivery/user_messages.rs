@@ -12,6 +12,9 @@ pub const CREATE_SUBJECT: &str = "herald.user_messages.create";
 pub const EVENT_REJECTED: &str = "HERALD_SUBSCRIPTION_001_001";
 /// Delivery retries exhausted.
 pub const EVENT_EXHAUSTED: &str = "HERALD_SUBSCRIPTION_001_002";
+/// Delivery refused by Herald's own outbound policy (address guard or the delivery
+/// connection's NATS permissions), not by the subscriber. (`001_006` is reserved.)
+pub const EVENT_REFUSED_BY_POLICY: &str = "HERALD_SUBSCRIPTION_001_007";
 /// Subscription expired.
 pub const EVENT_EXPIRED: &str = "HERALD_SUBSCRIPTION_002_003";
 /// Subscription expired without ever being confirmed.

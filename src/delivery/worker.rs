@@ -23,7 +23,6 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     email::{Email, DEFAULT_SUBJECT},
-    nats,
     outcome::{DeliveryError, Outcome},
     user_messages, webhook, Deps,
 };
@@ -478,7 +477,9 @@ async fn fail(
     }
     // Double ack: the message must not come back once it is a dead letter.
     let _ = message.double_ack_with(AckKind::Term).await;
-    let event = if error.is_permanent() {
+    let event = if error.refused_by_policy() {
+        user_messages::EVENT_REFUSED_BY_POLICY
+    } else if error.is_permanent() {
         user_messages::EVENT_REJECTED
     } else {
         user_messages::EVENT_EXHAUSTED
@@ -561,14 +562,17 @@ async fn send(
                     value.header_value().as_str(),
                 );
             }
-            nats::request(
-                deps.store.client(),
-                subject,
-                headers,
-                Bytes::from(payload),
-                deps.config.delivery_timeout(),
-            )
-            .await
+            let transport = deps.outbound.nats.as_ref().ok_or_else(|| {
+                DeliveryError::Misconfigured("no NATS delivery connection in this process".into())
+            })?;
+            transport
+                .request(
+                    subject,
+                    headers,
+                    Bytes::from(payload),
+                    deps.config.delivery_timeout(),
+                )
+                .await
         }
     }
 }

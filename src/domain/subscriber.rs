@@ -62,19 +62,7 @@ impl Subscriber {
             }
             "nats" => {
                 let subject = &raw["nats:".len()..];
-                let ok = !subject.is_empty()
-                    && subject.split('.').all(|t| {
-                        !t.is_empty()
-                            && t.bytes()
-                                .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
-                    })
-                    && !subject.starts_with("$JS")
-                    && !subject.starts_with("herald.");
-                if !ok {
-                    return Err(bad(
-                        "expected nats:{subject} with a literal subject outside $JS and herald.",
-                    ));
-                }
+                nats_subject(subject).map_err(&bad)?;
                 Ok(Self::Nats {
                     subject: subject.to_owned(),
                 })
@@ -98,6 +86,54 @@ impl Subscriber {
     pub fn needs_confirmation(&self) -> bool {
         matches!(self, Self::Webhook { .. } | Self::Email { .. })
     }
+}
+
+/// A `nats:` subject Herald may publish to on a project's behalf: a literal subject outside
+/// every namespace that belongs to NATS or to Herald. Herald's delivery connection can
+/// publish anywhere its permissions allow, so this is a tenant boundary.
+///
+/// # Errors
+/// The rule the subject breaks, as a sentence.
+pub fn nats_subject(subject: &str) -> Result<(), &'static str> {
+    if subject.is_empty() {
+        return Err("expected nats:{subject} with a non-empty subject.");
+    }
+    if !subject.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "a nats: subject must not contain whitespace, control or non-ASCII characters.",
+        );
+    }
+    if subject.split('.').any(str::is_empty) {
+        return Err(
+            "a nats: subject must not have empty tokens (leading, trailing or double dots).",
+        );
+    }
+    if subject.contains(['*', '>']) {
+        return Err("a nats: subject must be literal: no wildcards (* or >).");
+    }
+    let first = subject.split('.').next().unwrap_or_default();
+    if first.starts_with('$') {
+        return Err(
+            "a nats: subject must not be in a $-prefixed namespace ($JS, $KV, $O, $SYS, ...): those belong to NATS.",
+        );
+    }
+    if first == "_INBOX" {
+        return Err(
+            "a nats: subject must not be under _INBOX: reply subjects belong to their requesters.",
+        );
+    }
+    if first == "herald" {
+        return Err("a nats: subject must not be under herald.: that namespace is Herald's own.");
+    }
+    Ok(())
+}
+
+/// Whether a `nats:` subject lies in the project's own namespace `{project}.` (what
+/// `nats_subscriber_scope = project` requires).
+pub fn nats_subject_in_project(subject: &str, project: &str) -> bool {
+    subject
+        .strip_prefix(project)
+        .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
 }
 
 fn http_url(raw: &str) -> Result<Url, &'static str> {
@@ -169,6 +205,88 @@ mod tests {
     }
 
     #[test]
+    fn nats_subjects_outside_reserved_namespaces_are_accepted() {
+        for ok in [
+            "a",
+            "alerts.orders",
+            "acme.x-y_z",
+            "INBOX.x",
+            "heraldic.x",
+            "x.$KV.y",
+            "x.herald",
+        ] {
+            assert_eq!(nats_subject(ok), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn nats_subjects_with_wildcards_empty_tokens_or_odd_characters_are_refused() {
+        for (bad, rule) in [
+            ("", "non-empty"),
+            ("a.*", "wildcards"),
+            ("a.>", "wildcards"),
+            ("a.b*", "wildcards"),
+            ("a..b", "empty tokens"),
+            (".a", "empty tokens"),
+            ("a.", "empty tokens"),
+            ("a b", "whitespace"),
+            ("a\tb", "whitespace"),
+            ("a\u{7f}", "control"),
+            ("caf\u{e9}", "non-ASCII"),
+        ] {
+            let why = nats_subject(bad).expect_err(bad);
+            assert!(why.contains(rule), "{bad:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn nats_subjects_in_dollar_namespaces_are_refused() {
+        for bad in [
+            "$JS.API.INFO",
+            "$KV.herald_topics.p.t",
+            "$O.bucket.x",
+            "$SYS.REQ.SERVER.PING",
+            "$G",
+            "$anything.x",
+        ] {
+            let why = nats_subject(bad).expect_err(bad);
+            assert!(why.contains("$-prefixed namespace"), "{bad:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn nats_subjects_under_inbox_or_herald_are_refused() {
+        for bad in [
+            "_INBOX",
+            "_INBOX.abc.1",
+            "herald",
+            "herald.topics.p.t",
+            "herald.user_messages.create",
+        ] {
+            let why = nats_subject(bad).expect_err(bad);
+            assert!(
+                why.contains("_INBOX") || why.contains("herald."),
+                "{bad:?}: {why}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_project_scope_is_the_projects_own_prefix() {
+        assert!(nats_subject_in_project("acme.orders", "acme"));
+        assert!(nats_subject_in_project("acme.a.b", "acme"));
+        assert!(!nats_subject_in_project("acme", "acme"));
+        assert!(!nats_subject_in_project("acmecorp.x", "acme"));
+        assert!(!nats_subject_in_project("globex.acme.x", "acme"));
+    }
+
+    #[test]
+    fn a_refused_nats_subscriber_names_the_rule() {
+        let Invalid(why) = Subscriber::parse("nats:$KV.herald_topics.x").unwrap_err();
+        assert!(why.contains("$-prefixed namespace"), "{why}");
+    }
+
+    #[test]
     fn malformed_subscribers_are_refused() {
         for bad in [
             "",
@@ -179,6 +297,8 @@ mod tests {
             "nats:a.*",
             "nats:a..b",
             "nats:$JS.API.INFO",
+            "nats:$KV.herald_topics.x",
+            "nats:_INBOX.x",
             "nats:herald.topics.p.t",
             "example.com",
         ] {

@@ -10,8 +10,11 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::{
-    helpers::{eventually, json_with},
-    peers::{spawn_delivery_app, spawn_delivery_app_with, Receiver, SmtpServer, UserMessages},
+    helpers::{eventually, json_with, NatsServer},
+    peers::{
+        spawn_delivery_app, spawn_delivery_app_on, spawn_delivery_app_with, Receiver, SmtpServer,
+        UserMessages,
+    },
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -313,8 +316,11 @@ async fn a_message_published_natively_on_the_topic_subject_is_delivered() {
 }
 
 #[tokio::test]
-async fn a_webhook_to_a_refused_address_is_never_called_and_dead_letters() {
+async fn a_webhook_to_a_refused_address_is_never_called_and_dead_letters_with_the_outbound_policy_message(
+) {
+    // Arrange: the default guard (no outbound_allow) and a receiver on loopback.
     let app = spawn_delivery_app_with(|c| c.outbound_allow = vec![]).await;
+    let users = UserMessages::start(&app).await;
     let receiver = Receiver::start().await;
     app.put_topic("t", None).await;
     let id = app
@@ -326,20 +332,142 @@ async fn a_webhook_to_a_refused_address_is_never_called_and_dead_letters() {
             json!({"subscriber": format!("http://localhost:{}/hook", receiver.port)}),
         )
         .await;
+
+    // Act
     app.post_messages("t", json!({"messages": [{"body": 1}]}))
         .await;
+
+    // Assert: dead letters that say Herald refused, and the project is told so (not
+    // "the subscriber rejected the message").
     for sub in [&id, &by_name] {
         let letters = eventually(WAIT, "a dead letter", || async {
             let d = app.dead_letters("t", sub).await;
             (!d["dead_letters"].as_array().unwrap().is_empty()).then_some(d)
         })
         .await;
-        assert!(letters["dead_letters"][0]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("refused"));
+        let last_error = letters["dead_letters"][0]["last_error"].as_str().unwrap();
+        assert!(
+            last_error.contains("Herald's outbound policy refused"),
+            "{last_error}"
+        );
+        assert_eq!(letters["dead_letters"][0]["attempts"], 1);
+    }
+    let seen = eventually(WAIT, "both user message requests", || async {
+        let s = users.seen();
+        (s.len() >= 2).then_some(s)
+    })
+    .await;
+    for m in &seen {
+        assert_eq!(m["event_id"], "HERALD_SUBSCRIPTION_001_007", "{m}");
     }
     assert!(receiver.received().is_empty());
+}
+
+/// nats-server users for the delivery-permission tests: Herald's main user may not publish
+/// to `sink.>` (so a delivery there proves the separate connection), the delivery user may
+/// publish anywhere but NATS's and Herald's namespaces, `_INBOX` and `forbidden.>`.
+const PERMISSIONS_CONF: &str = r#"
+authorization {
+  users = [
+    { user: herald, password: herald-pw, permissions: { publish: { allow: [">"], deny: ["sink.>"] } } }
+    { user: herald_delivery, password: delivery-pw,
+      permissions: {
+        publish: { allow: [">"], deny: ["$JS.>", "$KV.>", "$O.>", "$SYS.>", "herald", "herald.>", "_INBOX", "_INBOX.>", "forbidden.>"] }
+        subscribe: { allow: ["_INBOX.>"] }
+      }
+    }
+  ]
+}
+"#;
+
+async fn spawn_app_with_delivery_permissions() -> crate::helpers::TestApp {
+    let nats = NatsServer::start_with_config(PERMISSIONS_CONF, ("herald", "herald-pw")).await;
+    spawn_delivery_app_on(nats, |c| {
+        c.nats_user = Some("herald".into());
+        c.nats_password = Some("herald-pw".into());
+        c.nats_delivery_user = Some("herald_delivery".into());
+        c.nats_delivery_password = Some("delivery-pw".into());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn nats_deliveries_go_out_on_the_delivery_users_connection() {
+    // Arrange
+    let app = spawn_app_with_delivery_permissions().await;
+    let nats = app.nats.connect().await.unwrap();
+    let mut inbox = nats.subscribe("sink.orders").await.unwrap();
+    nats.flush().await.unwrap();
+    app.put_topic("t", None).await;
+    app.subscribe("t", json!({"subscriber": "nats:sink.orders"}))
+        .await;
+
+    // Act
+    app.post_messages("t", json!({"messages": [{"body": "hi"}]}))
+        .await;
+
+    // Assert: delivered although Herald's main user may not publish to sink.>, and the
+    // reply (to the delivery user's own _INBOX) acks it.
+    let request = tokio::time::timeout(WAIT, inbox.next())
+        .await
+        .expect("the request arrives")
+        .unwrap();
+    let v: Value = serde_json::from_slice(&request.payload).unwrap();
+    assert_eq!(v["body"], "hi");
+    nats.publish(request.reply.unwrap(), "ok".into())
+        .await
+        .unwrap();
+    eventually(WAIT, "the message to be acked", || async {
+        let stats = json_with(app.get_path("/v2/topics/t/stats").await, 200).await;
+        (stats["messages"]["total"] == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_nats_subject_the_delivery_user_may_not_publish_to_dead_letters_at_once_and_receives_nothing(
+) {
+    // Arrange: forbidden.x passes validation but the server denies it to the delivery user.
+    let app = spawn_app_with_delivery_permissions().await;
+    let watcher = app.nats.connect().await.unwrap();
+    let mut watch = watcher.subscribe("forbidden.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    app.put_topic("t", None).await;
+    let id = app
+        .subscribe("t", json!({"subscriber": "nats:forbidden.x"}))
+        .await;
+
+    // Act
+    app.post_messages("t", json!({"messages": [{"body": 1}]}))
+        .await;
+
+    // Assert: a permanent failure naming the violation, the project told, nothing written.
+    let letters = eventually(WAIT, "a dead letter", || async {
+        let d = app.dead_letters("t", &id).await;
+        (!d["dead_letters"].as_array().unwrap().is_empty()).then_some(d)
+    })
+    .await;
+    let letter = &letters["dead_letters"][0];
+    assert_eq!(
+        letter["last_error"],
+        r#"NATS refused publishing to "forbidden.x": permissions violation"#
+    );
+    assert_eq!(letter["attempts"], 1, "not retried");
+    let message = eventually(WAIT, "the user message", || async {
+        let res = app.list_user_messages(&app.project, "3.3", "").await;
+        let list = json_with(res, 200).await;
+        list["messages"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(message["event_id"], "HERALD_SUBSCRIPTION_001_007");
+    assert_eq!(message["resource_uuid"], id.as_str());
+    watcher.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::ZERO, watch.next())
+            .await
+            .is_err(),
+        "nothing reached forbidden.>"
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,9 @@ pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    /// A config file (`-c`) with users and permissions, and the user and password of its
+    /// privileged user (who the harness connects as).
+    config: Option<(std::path::PathBuf, String, String)>,
 }
 
 impl NatsServer {
@@ -38,9 +41,38 @@ impl NatsServer {
             port: free_port(),
             store: tempfile::tempdir().expect("temp dir"),
             child: None,
+            config: None,
         };
         server.launch().await;
         server
+    }
+
+    /// Starts with `config` (nats-server config text, e.g. an `authorization` block);
+    /// `admin` is a user of it with full permissions. Port, address and store still come
+    /// from the harness.
+    pub async fn start_with_config(config: &str, admin: (&str, &str)) -> Self {
+        let store = tempfile::tempdir().expect("temp dir");
+        let path = store.path().join("nats.conf");
+        std::fs::write(&path, config).expect("nats config written");
+        let mut server = Self {
+            port: free_port(),
+            store,
+            child: None,
+            config: Some((path, admin.0.to_owned(), admin.1.to_owned())),
+        };
+        server.launch().await;
+        server
+    }
+
+    /// A client as the privileged user (anonymous when the server has no config file).
+    pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        connect_as(
+            &self.url(),
+            self.config
+                .as_ref()
+                .map(|(_, u, p)| (u.as_str(), p.as_str())),
+        )
+        .await
     }
 
     pub fn url(&self) -> String {
@@ -48,7 +80,11 @@ impl NatsServer {
     }
 
     async fn launch(&mut self) {
-        let child = Command::new(nats_server_bin())
+        let mut command = Command::new(nats_server_bin());
+        if let Some((path, _, _)) = &self.config {
+            command.arg("-c").arg(path);
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",
@@ -64,13 +100,15 @@ impl NatsServer {
             .expect("nats-server runs (install it with scripts/test, or set NATS_SERVER_BIN)");
         self.child = Some(child);
         let url = self.url();
+        let admin = self.config.as_ref().map(|(_, u, p)| (u.clone(), p.clone()));
         eventually(
             Duration::from_secs(10),
             "nats-server to accept clients",
             || {
-                let url = url.clone();
+                let (url, admin) = (url.clone(), admin.clone());
                 async move {
-                    let client = async_nats::connect(&url).await.ok()?;
+                    let admin = admin.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+                    let client = connect_as(&url, admin).await.ok()?;
                     let js = async_nats::jetstream::new(client);
                     js.query_account().await.ok().map(|_| ())
                 }
@@ -92,6 +130,18 @@ impl NatsServer {
         self.kill();
         self.launch().await;
     }
+}
+
+/// Connects to `url`, as `user` (user, password) when given.
+pub async fn connect_as(
+    url: &str,
+    user: Option<(&str, &str)>,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let options = match user {
+        Some((u, p)) => async_nats::ConnectOptions::with_user_and_password(u.into(), p.into()),
+        None => async_nats::ConnectOptions::new(),
+    };
+    options.connect(url).await
 }
 
 impl Drop for NatsServer {
@@ -128,8 +178,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(NatsServer::start().await, configure).await
+}
+
+/// Herald against a nats-server the test started (e.g. with users and permissions).
+pub async fn spawn_app_on(nats: NatsServer, configure: impl FnOnce(&mut Config)) -> TestApp {
     init_test_logs();
-    let nats = NatsServer::start().await;
     let mut config = test_config(&nats);
     configure(&mut config);
     let mut app = TestApp {

@@ -9,6 +9,7 @@ mod filter_policies;
 mod helpers;
 mod http_layer;
 mod messages;
+mod nats_permissions;
 mod ops;
 mod peers;
 mod schemathesis;

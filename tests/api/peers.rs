@@ -21,7 +21,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, free_port, json_with, spawn_app_with, TestApp};
+use crate::helpers::{eventually, free_port, json_with, spawn_app_on, NatsServer, TestApp};
 
 /// A request the receiver got.
 #[derive(Debug, Clone)]
@@ -220,7 +220,15 @@ pub async fn spawn_delivery_app() -> TestApp {
 pub async fn spawn_delivery_app_with(
     configure: impl FnOnce(&mut herald::config::Config),
 ) -> TestApp {
-    spawn_app_with(|c| {
+    spawn_delivery_app_on(NatsServer::start().await, configure).await
+}
+
+/// [`spawn_delivery_app_with`] against a nats-server the test started.
+pub async fn spawn_delivery_app_on(
+    nats: NatsServer,
+    configure: impl FnOnce(&mut herald::config::Config),
+) -> TestApp {
+    spawn_app_on(nats, |c| {
         c.retry_delay_unit_ms = 20;
         c.delivery_timeout_ms = 1000;
         configure(c);

@@ -3,7 +3,9 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{json_with, spawn_app};
+use herald::config::NatsSubscriberScope;
+
+use crate::helpers::{json_with, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_subscription_can_be_created_read_listed_patched_and_deleted() {
@@ -198,4 +200,49 @@ async fn another_projects_subscriptions_are_invisible() {
         .await
         .unwrap();
     json_with(list, 404).await;
+}
+
+#[tokio::test]
+async fn nats_subscribers_in_nats_or_herald_namespaces_are_refused_with_400_naming_the_rule() {
+    let app = spawn_app().await;
+    app.put_topic("t", None).await;
+    for (subject, rule) in [
+        ("$KV.herald_topics.x", "$-prefixed namespace"),
+        ("$O.bucket.x", "$-prefixed namespace"),
+        ("$SYS.REQ.SERVER.PING", "$-prefixed namespace"),
+        ("_INBOX.x", "_INBOX"),
+        ("herald.user_messages.create", "herald."),
+        ("a.>", "wildcards"),
+    ] {
+        let res = app
+            .post_subscription("t", json!({"subscriber": format!("nats:{subject}")}))
+            .await;
+        let doc = json_with(res, 400).await;
+        let why = doc["description"].as_str().unwrap();
+        assert!(why.contains(rule), "{subject}: {why}");
+    }
+}
+
+#[tokio::test]
+async fn with_the_project_scope_a_nats_subscriber_must_be_under_the_projects_own_prefix() {
+    let app = spawn_app_with(|c| c.nats_subscriber_scope = NatsSubscriberScope::Project).await;
+    app.put_topic("t", None).await;
+    let doc = json_with(
+        app.post_subscription("t", json!({"subscriber": "nats:globex.orders"}))
+            .await,
+        400,
+    )
+    .await;
+    let why = doc["description"].as_str().unwrap();
+    assert!(why.contains("nats_subscriber_scope"), "{why}");
+    let own = format!("nats:{}.orders", app.project);
+    let id = app.subscribe("t", json!({"subscriber": own})).await;
+    // A PATCH cannot move it out of the project either.
+    let res = app
+        .req(Method::PATCH, &format!("/v2/topics/t/subscriptions/{id}"))
+        .json(&json!({"subscriber": "nats:globex.orders"}))
+        .send()
+        .await
+        .unwrap();
+    json_with(res, 400).await;
 }
