@@ -9,7 +9,10 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{domain::Invalid, store::StoreError};
+use crate::{
+    domain::Invalid,
+    store::{errors::Limit, StoreError},
+};
 
 /// An error of the Zaqar-style `/v2` API (and of the operations routes).
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,19 @@ impl From<Invalid> for ApiError {
     }
 }
 
+/// The status a store failure answers with: only real unavailability is "not reachable";
+/// a JetStream refusal says what JetStream said. Never 500.
+pub fn store_error_status(e: &StoreError) -> StatusCode {
+    match e {
+        StoreError::NotFound => StatusCode::NOT_FOUND,
+        StoreError::Conflict(_) => StatusCode::CONFLICT,
+        StoreError::LimitReached { .. } => StatusCode::FORBIDDEN,
+        StoreError::Unavailable(_) | StoreError::Exhausted(_) | StoreError::Refused { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -102,7 +118,35 @@ impl From<StoreError> for ApiError {
                         .into(),
                 )
             }
-            StoreError::Corrupt { .. } => Self::Internal(e.into()),
+            StoreError::LimitReached { ref limit, .. } => {
+                tracing::info!(error.cause_chain = ?e, error.message = %e, "JetStream limit");
+                Self::Forbidden(match limit {
+                    Limit::Subscriptions { max: Some(n) } => format!(
+                        "Subscription quota exceeded: a topic may hold at most {n} subscriptions."
+                    ),
+                    Limit::Subscriptions { max: None } => {
+                        "Subscription quota exceeded: the topic holds as many subscriptions as \
+                         JetStream allows (maximum consumers)."
+                            .into()
+                    }
+                    Limit::Streams => "Topic quota exceeded: the NATS account holds as many \
+                                       streams as JetStream allows (maximum streams)."
+                        .into(),
+                    Limit::Storage => "Storage quota exceeded: JetStream refused the request \
+                                       (storage limit reached)."
+                        .into(),
+                })
+            }
+            StoreError::Exhausted(_) => {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "JetStream exhausted");
+                Self::Unavailable(
+                    "JetStream refused: insufficient resources. Retry later.".into(),
+                )
+            }
+            StoreError::Refused { .. } => {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "JetStream refused");
+                Self::Unavailable(format!("{e}."))
+            }
         }
     }
 }

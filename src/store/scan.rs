@@ -8,7 +8,7 @@ use async_nats::jetstream::{
 };
 use futures::StreamExt;
 
-use super::{nats, StoreError};
+use super::{errors::classify, StoreError};
 
 /// Latest live message per subject matching `filter` (deleted, purged and expired keys
 /// are skipped). Costs O(matching subjects), not O(stream).
@@ -38,16 +38,16 @@ async fn scan(
             ..Default::default()
         })
         .await
-        .map_err(nats)?;
+        .map_err(classify)?;
     let pending = consumer.cached_info().num_pending as usize;
     let mut out = Vec::with_capacity(pending);
     if pending == 0 {
         return Ok(out);
     }
-    let mut messages = consumer.messages().await.map_err(nats)?;
+    let mut messages = consumer.messages().await.map_err(classify)?;
     let mut seen = 0;
     while let Some(message) = messages.next().await {
-        let message = message.map_err(nats)?;
+        let message = message.map_err(classify)?;
         seen += 1;
         let remaining = message.info().map(|i| i.pending).unwrap_or(0);
         if is_live(&message) {
