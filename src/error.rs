@@ -139,9 +139,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Exhausted(_) => {
                 tracing::warn!(error.cause_chain = ?e, error.message = %e, "JetStream exhausted");
-                Self::Unavailable(
-                    "JetStream refused: insufficient resources. Retry later.".into(),
-                )
+                Self::Unavailable("JetStream refused: insufficient resources. Retry later.".into())
             }
             StoreError::Refused { .. } => {
                 tracing::warn!(error.cause_chain = ?e, error.message = %e, "JetStream refused");

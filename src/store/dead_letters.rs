@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    messages::{HEADER_ID, HEADER_TTL},
     errors::classify,
+    messages::{HEADER_ID, HEADER_TTL},
     subscriptions::replay_subject,
     topics::stream_name,
     undecodable::{report_undecodable, RecordKind},

@@ -19,9 +19,9 @@ use async_nats::jetstream::{
     },
     kv,
     stream::{
-        ConsumerCreateStrictError, ConsumerCreateStrictErrorKind, ConsumerError,
-        ConsumerErrorKind, ConsumerUpdateError, ConsumerUpdateErrorKind, DeleteMessageError,
-        DeleteMessageErrorKind, PurgeError, PurgeErrorKind, RawMessageError, RawMessageErrorKind,
+        ConsumerCreateStrictError, ConsumerCreateStrictErrorKind, ConsumerError, ConsumerErrorKind,
+        ConsumerUpdateError, ConsumerUpdateErrorKind, DeleteMessageError, DeleteMessageErrorKind,
+        PurgeError, PurgeErrorKind, RawMessageError, RawMessageErrorKind,
     },
     ErrorCode,
 };

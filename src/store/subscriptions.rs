@@ -342,7 +342,7 @@ impl Store {
                             source,
                         },
                         other => other,
-                    })
+                    });
                 }
             }
         }
@@ -442,6 +442,24 @@ mod tests {
         assert_eq!(back, sub);
         assert!(back.ordered());
         assert!(Subscription::from_consumer("x", &HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn broken_herald_metadata_is_undecodable_and_other_consumers_are_not_herald() {
+        let mut metadata = HashMap::from([
+            (META_PROJECT.to_owned(), "p".to_owned()),
+            (META_OPTIONS.to_owned(), "{broken".to_owned()),
+        ]);
+        match Subscription::decode_consumer("c", &metadata) {
+            Decoded::Undecodable(reason) => assert!(!reason.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        metadata.clear();
+        metadata.insert("owner".into(), "someone else".into());
+        assert!(matches!(
+            Subscription::decode_consumer("c", &metadata),
+            Decoded::NotHerald
+        ));
     }
 
     #[test]

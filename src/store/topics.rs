@@ -9,8 +9,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use async_nats::jetstream::{
-    self,
-    kv,
+    self, kv,
     stream::{RetentionPolicy, StorageType},
 };
 use chrono::{DateTime, Utc};
@@ -317,7 +316,11 @@ impl Store {
             return self.ensure_topic_stream(project, topic).await;
         };
         if subscriptions {
-            let names: Vec<String> = stream.consumer_names().try_collect().await.map_err(classify)?;
+            let names: Vec<String> = stream
+                .consumer_names()
+                .try_collect()
+                .await
+                .map_err(classify)?;
             for name in names {
                 stream.delete_consumer(&name).await.map_err(classify)?;
             }
@@ -413,7 +416,12 @@ impl Store {
             }
             wanted.insert(name);
         }
-        let names: Vec<String> = self.js.stream_names().try_collect().await.map_err(classify)?;
+        let names: Vec<String> = self
+            .js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(classify)?;
         let mut removed = 0;
         for name in names {
             if name.starts_with(TOPIC_STREAM_PREFIX)
@@ -445,7 +453,13 @@ impl Store {
             Ok(s) => s,
             Err(_) => return Ok(false),
         };
-        let meta = stream.info().await.map_err(classify)?.config.metadata.clone();
+        let meta = stream
+            .info()
+            .await
+            .map_err(classify)?
+            .config
+            .metadata
+            .clone();
         let owner = meta
             .get("herald.project")
             .and_then(|p| ProjectId::parse(p).ok())
