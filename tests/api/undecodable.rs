@@ -79,35 +79,36 @@ async fn an_undecodable_topic_record_is_skipped_by_lists_404_on_get_and_deleted_
 
 #[tokio::test]
 async fn start_up_reconciliation_goes_past_an_undecodable_topic_record_and_keeps_its_stream() {
-    // Arrange: an undecodable record with its stream, and an orphan stream (record gone)
-    // whose name sorts after it, so reconciliation meets the undecodable one first.
+    // Arrange: an undecodable record with its stream, and orphan streams (records gone).
+    // JetStream lists streams in no fixed order; with several orphans, some come after the
+    // undecodable record, where a reconciliation that stops at it would leave them.
     let mut app = spawn_app().await;
     app.put_topic("bad", None).await;
-    let bad_stream = topic_stream(&app, "bad");
-    let orphan = (0..100)
-        .map(|i| format!("orphan{i}"))
-        .find(|t| topic_stream(&app, t) > bad_stream)
-        .unwrap();
-    app.put_topic(&orphan, None).await;
+    let orphans: Vec<String> = (0..8).map(|i| format!("orphan{i}")).collect();
     let js = jetstream(&app).await;
     let kv = js.get_key_value("herald_topics").await.unwrap();
+    for orphan in &orphans {
+        app.put_topic(orphan, None).await;
+        kv.purge(format!("{}.{orphan}", app.project)).await.unwrap();
+    }
     kv.put(format!("{}.bad", app.project), "[1, 2".into())
         .await
         .unwrap();
-    kv.purge(format!("{}.{orphan}", app.project)).await.unwrap();
 
     // Act
     app.restart().await;
 
     // Assert
-    let orphan_stream = topic_stream(&app, &orphan);
-    eventually(Duration::from_secs(10), "the orphan stream removed", || {
-        let (js, name) = (js.clone(), orphan_stream.clone());
-        async move { js.get_stream(name).await.is_err().then_some(()) }
-    })
-    .await;
+    for orphan in &orphans {
+        let name = topic_stream(&app, orphan);
+        eventually(Duration::from_secs(10), "the orphan streams removed", || {
+            let (js, name) = (js.clone(), name.clone());
+            async move { js.get_stream(name).await.is_err().then_some(()) }
+        })
+        .await;
+    }
     assert!(
-        js.get_stream(&bad_stream).await.is_ok(),
+        js.get_stream(topic_stream(&app, "bad")).await.is_ok(),
         "the stream of a record that does not decode was removed"
     );
 }
