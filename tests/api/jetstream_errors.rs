@@ -2,6 +2,11 @@
 //! reachable"; a missing stream is 404, a consumer limit 403 naming the limit, and any other
 //! refusal a 503 that says what JetStream said.
 
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
 use async_nats::jetstream;
 use herald::{
     domain::{ProjectId, TopicName},
@@ -10,7 +15,9 @@ use herald::{
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{json_with, spawn_app, TestApp};
+use crate::helpers::{
+    eventually, free_port, json_with, nats_server_bin, spawn_app, spawn_app_with, TestApp,
+};
 
 const NOT_REACHABLE: &str = "not reachable";
 
@@ -131,4 +138,79 @@ async fn a_jetstream_refusal_is_503_with_its_code_and_description_not_not_reacha
         "{description}"
     );
     assert!(!description.contains(NOT_REACHABLE), "{description}");
+}
+
+/// A nats-server whose only account has JetStream limits (`limits`, e.g. `max_streams: 3`).
+struct LimitedNats {
+    url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LimitedNats {
+    async fn start(limits: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: {:?} }}\n\
+                 accounts {{ A {{ jetstream {{ {limits} }}, users: [{{user: herald}}] }} }}\n\
+                 no_auth_user: herald\n",
+                dir.path().join("js"),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("nats://127.0.0.1:{port}");
+        let probe = url.clone();
+        eventually(Duration::from_secs(10), "limited nats-server", || {
+            let url = probe.clone();
+            async move {
+                let js = jetstream::new(async_nats::connect(&url).await.ok()?);
+                js.query_account().await.ok().map(|_| ())
+            }
+        })
+        .await;
+        Self {
+            url,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LimitedNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_account_stream_limit_refuses_a_topic_with_403_naming_the_limit() {
+    // Arrange: Herald's two buckets and one topic fill an account of three streams.
+    let nats = LimitedNats::start("max_streams: 3").await;
+    let url = nats.url.clone();
+    let app = spawn_app_with(|c| c.nats_url = url).await;
+    assert_eq!(app.put_topic("first", None).await.status(), 201);
+
+    // Act
+    let res = app.put_topic("second", None).await;
+
+    // Assert
+    let body = json_with(res, 403).await;
+    let description = body["description"].as_str().unwrap();
+    assert!(
+        description.starts_with("Topic quota exceeded:") && description.contains("streams"),
+        "{description}"
+    );
+    json_with(app.get_topic("second").await, 404).await;
 }

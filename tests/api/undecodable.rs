@@ -101,10 +101,14 @@ async fn start_up_reconciliation_goes_past_an_undecodable_topic_record_and_keeps
     // Assert
     for orphan in &orphans {
         let name = topic_stream(&app, orphan);
-        eventually(Duration::from_secs(10), "the orphan streams removed", || {
-            let (js, name) = (js.clone(), name.clone());
-            async move { js.get_stream(name).await.is_err().then_some(()) }
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the orphan streams removed",
+            || {
+                let (js, name) = (js.clone(), name.clone());
+                async move { js.get_stream(name).await.is_err().then_some(()) }
+            },
+        )
         .await;
     }
     assert!(
