@@ -217,8 +217,9 @@ fn recognise(e: &(dyn StdError + 'static)) -> Option<Failure> {
             AccountErrorKind::JetStream(api) => Some(Refusal(api)),
             _ => None,
         },
+        // `StreamNotFound` is a publish nobody answered (no responders): while JetStream
+        // recovers its streams that is unavailability, so it stays `NoAnswer` (503).
         PublishError => |k| match k {
-            PublishErrorKind::StreamNotFound => Some(NotFound),
             PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
                 Some(WrongRevision)
             }
@@ -330,6 +331,8 @@ mod tests {
         let e = ConsumerInfoError::new(ConsumerInfoErrorKind::TimedOut);
         assert!(matches!(classify(e), StoreError::Unavailable(_)));
         let e = PublishError::new(PublishErrorKind::TimedOut);
+        assert!(matches!(classify(e), StoreError::Unavailable(_)));
+        let e = PublishError::new(PublishErrorKind::StreamNotFound);
         assert!(matches!(classify(e), StoreError::Unavailable(_)));
         let e = api(503, 10008, "JetStream system temporarily unavailable");
         assert!(matches!(classify(e), StoreError::Unavailable(_)));

@@ -70,10 +70,26 @@ async fn nats_down_is_503_not_reachable() {
 }
 
 #[tokio::test]
-async fn publishing_to_a_topic_whose_stream_is_missing_is_404_not_503() {
-    // Arrange: a record without its stream (a crash between the two writes).
+async fn a_missing_stream_or_consumer_is_not_found_not_unavailable() {
+    // Arrange: a subscription, then its topic's stream removed behind Herald's back (a
+    // record without its stream, as a crash between the two writes leaves).
     let app = spawn_app().await;
     app.put_topic("t", None).await;
+    let id = json_with(subscribe(&app, "t", 0).await, 201).await["subscription_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let missing = uuid::Uuid::new_v4();
+    let get = |path: String| app.req(Method::GET, &path).send();
+
+    // Act / Assert: an unknown consumer on a live stream.
+    json_with(
+        get(format!("/v2/topics/t/subscriptions/{missing}"))
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
     let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
     let config = topic_stream_config(
         &ProjectId::parse(&app.project).unwrap(),
@@ -81,17 +97,18 @@ async fn publishing_to_a_topic_whose_stream_is_missing_is_404_not_503() {
         1,
     );
     js.delete_stream(&config.name).await.unwrap();
-
-    // Act
-    let res = app
-        .req(Method::POST, "/v2/topics/t/messages")
-        .json(&json!({"messages": [{"body": 1}]}))
-        .send()
-        .await
-        .unwrap();
-
-    // Assert
-    json_with(res, 404).await;
+    // A missing stream.
+    json_with(
+        get(format!("/v2/topics/t/subscriptions/{id}"))
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    let list = json_with(get("/v2/topics/t/subscriptions".into()).await.unwrap(), 200).await;
+    assert_eq!(list["subscriptions"], json!([]));
+    let stats = json_with(get("/v2/topics/t/stats".into()).await.unwrap(), 200).await;
+    assert_eq!(stats["messages"]["total"], 0);
 }
 
 #[tokio::test]
