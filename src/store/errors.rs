@@ -31,9 +31,12 @@ use super::StoreError;
 /// A JetStream limit that refused a request: quotas the caller cannot go past (403).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Limit {
-    /// The stream's (or account's) maximum number of consumers, i.e. subscriptions per
-    /// topic; `max` when the caller knows it.
+    /// The stream's (or account's) maximum number of consumers, met by a subscription
+    /// create: subscriptions per topic; `max` when the caller knows it.
     Subscriptions { max: Option<u64> },
+    /// The maximum number of consumers, met by anything else (Herald's own short-lived
+    /// consumers): not the caller's quota, so it answers 503.
+    Consumers,
     /// The account's maximum number of streams, i.e. topics across the account.
     Streams,
     /// The account's or a stream's storage quota.
@@ -44,7 +47,7 @@ impl std::fmt::Display for Limit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Subscriptions { max: Some(n) } => write!(f, "at most {n} consumers per stream"),
-            Self::Subscriptions { max: None } => f.write_str("maximum consumers"),
+            Self::Subscriptions { max: None } | Self::Consumers => f.write_str("maximum consumers"),
             Self::Streams => f.write_str("maximum streams"),
             Self::Storage => f.write_str("storage quota"),
         }
@@ -117,7 +120,7 @@ fn is_not_found_code(api: &jetstream::Error) -> bool {
 pub(crate) fn classify_refusal(api: jetstream::Error) -> StoreError {
     let code = api.error_code();
     let limit = match code {
-        ErrorCode::MAXIMUM_CONSUMERS_LIMIT => Some(Limit::Subscriptions { max: None }),
+        ErrorCode::MAXIMUM_CONSUMERS_LIMIT => Some(Limit::Consumers),
         ErrorCode::MAXIMUM_STREAMS_LIMIT => Some(Limit::Streams),
         ErrorCode::STORAGE_RESOURCES_EXCEEDED
         | ErrorCode::MEMORY_RESOURCES_EXCEEDED
@@ -276,16 +279,14 @@ mod tests {
     }
 
     #[test]
-    fn a_consumer_limit_refusal_inside_a_consumer_error_is_a_subscription_quota() {
+    fn a_consumer_limit_refusal_inside_a_consumer_error_is_a_consumer_limit() {
         let e = ConsumerError::new(ConsumerErrorKind::JetStream(api(
             400,
             10026,
             "maximum consumers limit reached",
         )));
         match classify(e) {
-            StoreError::LimitReached { limit, .. } => {
-                assert_eq!(limit, Limit::Subscriptions { max: None })
-            }
+            StoreError::LimitReached { limit, .. } => assert_eq!(limit, Limit::Consumers),
             other => panic!("not a limit: {other:?}"),
         }
     }

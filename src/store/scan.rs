@@ -2,7 +2,7 @@
 //! (`{project}.>`) is listed without touching other projects' keys.
 
 use async_nats::jetstream::{
-    consumer::{pull, DeliverPolicy, ReplayPolicy},
+    consumer::{pull, Consumer, DeliverPolicy, ReplayPolicy},
     stream::Stream,
     Message,
 };
@@ -39,6 +39,19 @@ async fn scan(
         })
         .await
         .map_err(classify)?;
+    let name = consumer.cached_info().name.clone();
+    let result = read_all(consumer).await;
+    // Ephemeral consumers otherwise linger for their inactivity threshold (30 s): under a
+    // burst of lists they pile up until JetStream refuses new ones (maximum consumers).
+    // Deleted in the background so the caller does not wait for it.
+    let stream = stream.clone();
+    tokio::spawn(async move {
+        let _ = stream.delete_consumer(&name).await;
+    });
+    result
+}
+
+async fn read_all(consumer: Consumer<pull::OrderedConfig>) -> Result<Vec<Message>, StoreError> {
     let pending = consumer.cached_info().num_pending as usize;
     let mut out = Vec::with_capacity(pending);
     if pending == 0 {

@@ -329,9 +329,10 @@ impl Store {
                 }
                 Err(e) => {
                     return Err(match classify(e) {
-                        // Name the stream's own limit when it has one.
+                        // Here the consumer limit is the topic's subscription quota;
+                        // name the stream's own limit when it has one.
                         StoreError::LimitReached {
-                            limit: Limit::Subscriptions { max: None },
+                            limit: Limit::Consumers,
                             source,
                         } => StoreError::LimitReached {
                             limit: Limit::Subscriptions {
