@@ -91,6 +91,25 @@ pub fn is_not_found<E: StdError + 'static>(e: &E) -> bool {
     }
 }
 
+/// True when `e` says the consumer does not exist (code `CONSUMER_NOT_FOUND`), and not
+/// merely its stream: while JetStream recovers after a restart it briefly answers "stream
+/// not found", which must not stop a worker.
+pub fn is_consumer_not_found<E: StdError + 'static>(e: &E) -> bool {
+    if let Some(info) = (e as &(dyn StdError + 'static)).downcast_ref::<ConsumerInfoError>() {
+        return info.kind() == ConsumerInfoErrorKind::NotFound;
+    }
+    matches!(failure_of(e), Failure::Refusal(api) if matches!(api.error_code(),
+        ErrorCode::CONSUMER_NOT_FOUND | ErrorCode::CONSUMER_DOES_NOT_EXIST))
+}
+
+/// True when `e` says the stream does not exist (code `STREAM_NOT_FOUND`).
+pub fn is_stream_not_found<E: StdError + 'static>(e: &E) -> bool {
+    if let Some(info) = (e as &(dyn StdError + 'static)).downcast_ref::<ConsumerInfoError>() {
+        return info.kind() == ConsumerInfoErrorKind::StreamNotFound;
+    }
+    matches!(failure_of(e), Failure::Refusal(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
 /// True when `e` says the stream or consumer already exists (by error code).
 pub fn is_already_exists<E: StdError + 'static>(e: &E) -> bool {
     match failure_of(e) {
@@ -300,14 +319,20 @@ mod tests {
         )));
         assert!(is_not_found(&stream));
         assert!(matches!(classify(stream), StoreError::NotFound));
+        assert!(is_stream_not_found(&stream));
+        assert!(!is_consumer_not_found(&stream));
         let consumer = ConsumerInfoError::new(ConsumerInfoErrorKind::NotFound);
         assert!(is_not_found(&consumer));
+        assert!(is_consumer_not_found(&consumer));
+        let no_stream = ConsumerInfoError::new(ConsumerInfoErrorKind::StreamNotFound);
+        assert!(!is_consumer_not_found(&no_stream));
         let deleted = ConsumerError::new(ConsumerErrorKind::JetStream(api(
             404,
             10014,
             "consumer not found",
         )));
         assert!(is_not_found(&deleted));
+        assert!(is_consumer_not_found(&deleted));
     }
 
     #[test]

@@ -15,7 +15,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    errors::{classify, is_already_exists, is_not_found, Limit},
+    errors::{
+        classify, is_already_exists, is_consumer_not_found, is_not_found, is_stream_not_found,
+        Limit,
+    },
     topics::{stream_name, topic_subject},
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
@@ -196,7 +199,7 @@ impl Store {
     ) -> Result<jetstream::stream::Stream, StoreError> {
         match self.js.get_stream(stream_name(project, topic)).await {
             Ok(s) => Ok(s),
-            Err(e) if is_not_found(&e) => Err(StoreError::NotFound),
+            Err(e) if is_stream_not_found(&e) => Err(StoreError::NotFound),
             Err(e) => Err(classify(e)),
         }
     }
@@ -276,7 +279,7 @@ impl Store {
                 Subscription::from_consumer(&info.name, &info.config.metadata)
                     .filter(|s| &s.project == project && &s.topic == topic),
             ),
-            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) if is_consumer_not_found(&e) => Ok(None),
             Err(e) => Err(classify(e)),
         }
     }
@@ -387,7 +390,7 @@ impl Store {
         };
         match stream.delete_consumer(id).await {
             Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
+            Err(e) if is_consumer_not_found(&e) => {}
             Err(e) => return Err(classify(e)),
         }
         self.announce(project, topic, id).await;
@@ -406,7 +409,7 @@ impl Store {
         };
         match stream.delete_consumer(&sub.id).await {
             Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) if is_consumer_not_found(&e) => Ok(false),
             Err(e) => Err(classify(e)),
         }
     }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    errors::{classify, is_not_found},
+    errors::{classify, is_stream_not_found},
     scan_latest, scan_latest_headers,
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
@@ -286,7 +286,7 @@ impl Store {
     async fn delete_stream_if_present(&self, name: &str) -> Result<(), StoreError> {
         match self.js.delete_stream(name).await {
             Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if is_stream_not_found(&e) => Ok(()),
             Err(e) => Err(classify(e)),
         }
     }
@@ -298,7 +298,7 @@ impl Store {
     ) -> Result<Option<jetstream::stream::Stream>, StoreError> {
         match self.js.get_stream(stream_name(project, topic)).await {
             Ok(s) => Ok(Some(s)),
-            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) if is_stream_not_found(&e) => Ok(None),
             Err(e) => Err(classify(e)),
         }
     }
