@@ -318,9 +318,9 @@ mod tests {
             "stream not found",
         )));
         assert!(is_not_found(&stream));
-        assert!(matches!(classify(stream), StoreError::NotFound));
         assert!(is_stream_not_found(&stream));
         assert!(!is_consumer_not_found(&stream));
+        assert!(matches!(classify(stream), StoreError::NotFound));
         let consumer = ConsumerInfoError::new(ConsumerInfoErrorKind::NotFound);
         assert!(is_not_found(&consumer));
         assert!(is_consumer_not_found(&consumer));
