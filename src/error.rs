@@ -9,7 +9,10 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{domain::Invalid, store::StoreError};
+use crate::{
+    domain::Invalid,
+    store::{errors::Limit, StoreError},
+};
 
 /// An error of the Zaqar-style `/v2` API (and of the operations routes).
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,23 @@ impl From<Invalid> for ApiError {
     }
 }
 
+/// The status a store failure answers with: only real unavailability is "not reachable";
+/// a JetStream refusal says what JetStream said. Never 500.
+pub fn store_error_status(e: &StoreError) -> StatusCode {
+    match e {
+        StoreError::NotFound => StatusCode::NOT_FOUND,
+        StoreError::Conflict(_) => StatusCode::CONFLICT,
+        StoreError::LimitReached {
+            limit: Limit::Consumers,
+            ..
+        } => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::LimitReached { .. } => StatusCode::FORBIDDEN,
+        StoreError::Unavailable(_) | StoreError::Exhausted(_) | StoreError::Refused { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -102,7 +122,42 @@ impl From<StoreError> for ApiError {
                         .into(),
                 )
             }
-            StoreError::Corrupt { .. } => Self::Internal(e.into()),
+            StoreError::LimitReached {
+                limit: Limit::Consumers,
+                ..
+            } => {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "JetStream limit");
+                Self::Unavailable(
+                    "JetStream refused: maximum consumers limit reached. Retry later.".into(),
+                )
+            }
+            StoreError::LimitReached { ref limit, .. } => {
+                tracing::info!(error.cause_chain = ?e, error.message = %e, "JetStream limit");
+                Self::Forbidden(match limit {
+                    Limit::Subscriptions { max: Some(n) } => format!(
+                        "Subscription quota exceeded: a topic may hold at most {n} subscriptions."
+                    ),
+                    Limit::Subscriptions { max: None } | Limit::Consumers => {
+                        "Subscription quota exceeded: the topic holds as many subscriptions as \
+                         JetStream allows (maximum consumers)."
+                            .into()
+                    }
+                    Limit::Streams => "Topic quota exceeded: the NATS account holds as many \
+                                       streams as JetStream allows (maximum streams)."
+                        .into(),
+                    Limit::Storage => "Storage quota exceeded: JetStream refused the request \
+                                       (storage limit reached)."
+                        .into(),
+                })
+            }
+            StoreError::Exhausted(_) => {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "JetStream exhausted");
+                Self::Unavailable("JetStream refused: insufficient resources. Retry later.".into())
+            }
+            StoreError::Refused { .. } => {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "JetStream refused");
+                Self::Unavailable(format!("{e}."))
+            }
         }
     }
 }
@@ -199,5 +254,51 @@ impl IntoResponse for CinderError {
         let body =
             json!({ self.kind(): { "code": self.status.as_u16(), "message": self.message } });
         (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream;
+
+    use super::*;
+
+    fn consumer_limit() -> jetstream::Error {
+        serde_json::from_value(json!({"code": 400, "err_code": 10026,
+            "description": "maximum consumers limit reached"}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_subscription_quota_is_403_naming_the_limit_and_an_internal_consumer_limit_is_503() {
+        let quota = ApiError::from(StoreError::LimitReached {
+            limit: Limit::Subscriptions { max: Some(3) },
+            source: consumer_limit(),
+        });
+        assert_eq!(quota.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            quota.to_string(),
+            "Subscription quota exceeded: a topic may hold at most 3 subscriptions."
+        );
+        let internal = ApiError::from(StoreError::LimitReached {
+            limit: Limit::Consumers,
+            source: consumer_limit(),
+        });
+        assert_eq!(internal.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!internal.to_string().contains("not reachable"));
+    }
+
+    #[test]
+    fn a_refusal_is_503_with_its_code_and_never_not_reachable() {
+        let e = StoreError::Refused {
+            code: 10110,
+            description: "stream purge not permitted".into(),
+        };
+        assert_eq!(store_error_status(&e), StatusCode::SERVICE_UNAVAILABLE);
+        let api = ApiError::from(e);
+        assert_eq!(
+            api.to_string(),
+            "JetStream refused the request (code 10110): stream purge not permitted."
+        );
     }
 }

@@ -93,9 +93,7 @@ impl CreateError {
     pub fn code(&self) -> u16 {
         match self {
             Self::Invalid(_) => 400,
-            Self::Store(StoreError::Unavailable(_)) => 503,
-            Self::Store(StoreError::Conflict(_)) => 409,
-            Self::Store(_) => 500,
+            Self::Store(e) => crate::error::store_error_status(e).as_u16(),
         }
     }
 }
@@ -246,10 +244,6 @@ impl UserMessages {
                 let message = match &e {
                     CreateError::Store(StoreError::Unavailable(_)) => {
                         "NATS JetStream is not reachable right now; nothing was stored.".to_owned()
-                    }
-                    CreateError::Store(StoreError::Corrupt { .. }) => {
-                        tracing::error!(error = %e, "user message create failed");
-                        "Internal error; nothing was stored.".to_owned()
                     }
                     other => other.to_string(),
                 };

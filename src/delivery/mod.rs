@@ -233,10 +233,10 @@ impl Engine {
         let info = match js.get_stream(stream).await {
             Ok(s) => match s.consumer_info(consumer).await {
                 Ok(info) => Some(info),
-                Err(e) if e.to_string().contains("consumer not found") => None,
+                Err(e) if crate::store::errors::is_consumer_not_found(&e) => None,
                 Err(e) => return Err(e.into()),
             },
-            Err(e) if e.to_string().contains("stream not found") => None,
+            Err(e) if crate::store::errors::is_stream_not_found(&e) => None,
             Err(e) => return Err(e.into()),
         };
         match info {

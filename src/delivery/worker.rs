@@ -215,7 +215,7 @@ pub async fn run(
 async fn consumer_exists(consumer: &Consumer<pull::Config>) -> bool {
     match consumer.get_info().await {
         Ok(_) => true,
-        Err(e) => !e.to_string().contains("consumer not found"),
+        Err(e) => !crate::store::errors::is_consumer_not_found(&e),
     }
 }
 

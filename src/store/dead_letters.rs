@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
+    errors::classify,
     messages::{HEADER_ID, HEADER_TTL},
-    nats,
     subscriptions::replay_subject,
     topics::stream_name,
+    undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
 };
 use crate::domain::{ProjectId, TopicName};
@@ -71,7 +72,7 @@ impl Store {
                         ..Default::default()
                     })
                     .await
-                    .map_err(nats)
+                    .map_err(classify)
             })
             .await
     }
@@ -98,9 +99,9 @@ impl Store {
                 payload.into(),
             )
             .await
-            .map_err(nats)?
+            .map_err(classify)?
             .await
-            .map_err(nats)?;
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -127,17 +128,22 @@ impl Store {
             match next {
                 Ok(m) => {
                     seq = m.sequence + 1;
-                    if let Ok(letter) = serde_json::from_slice(&m.payload) {
-                        out.push(StoredDeadLetter {
+                    match serde_json::from_slice(&m.payload) {
+                        Ok(letter) => out.push(StoredDeadLetter {
                             seq: m.sequence,
                             letter,
-                        });
+                        }),
+                        Err(e) => report_undecodable(
+                            RecordKind::DeadLetter,
+                            &format!("{DEAD_LETTERS_STREAM}/{}", m.sequence),
+                            &e,
+                        ),
                     }
                 }
                 Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
                     break
                 }
-                Err(e) => return Err(nats(e)),
+                Err(e) => return Err(classify(e)),
             }
         }
         Ok(out)
@@ -182,14 +188,14 @@ impl Store {
                         body,
                     )
                     .await
-                    .map_err(nats)?
+                    .map_err(classify)?
                     .await
-                    .map_err(nats)?;
+                    .map_err(classify)?;
                 self.dead_letter_stream()
                     .await?
                     .delete_message(stored.seq)
                     .await
-                    .map_err(nats)?;
+                    .map_err(classify)?;
                 replayed += 1;
             }
         }
@@ -206,11 +212,11 @@ impl Store {
             "herald.dead_letters.{project}.{}.*",
             stream_name(project, topic)
         );
-        let mut info = stream.info_with_subjects(filter).await.map_err(nats)?;
+        let mut info = stream.info_with_subjects(filter).await.map_err(classify)?;
         let mut total = 0;
         while let Some((_, n)) = futures::TryStreamExt::try_next(&mut info)
             .await
-            .map_err(nats)?
+            .map_err(classify)?
         {
             total += n as u64;
         }
@@ -231,7 +237,7 @@ impl Store {
                 stream_name(project, topic)
             ))
             .await
-            .map_err(nats)?;
+            .map_err(classify)?;
         Ok(())
     }
 }

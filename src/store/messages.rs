@@ -8,7 +8,7 @@ use std::future::IntoFuture;
 
 use futures::future::try_join_all;
 
-use super::{nats, topics::topic_subject, Store, StoreError};
+use super::{errors::classify, topics::topic_subject, Store, StoreError};
 use crate::domain::{
     filter_policy::{Attributes, ATTRIBUTE_HEADER_PREFIX},
     ProjectId, TopicName,
@@ -71,10 +71,10 @@ impl Store {
                 .js
                 .publish_with_headers(subject.clone(), m.headers(), m.body.clone())
                 .await
-                .map_err(nats)?;
+                .map_err(classify)?;
             acks.push(ack.into_future());
         }
-        try_join_all(acks).await.map_err(nats)?;
+        try_join_all(acks).await.map_err(classify)?;
         Ok(())
     }
 }

@@ -2,11 +2,13 @@
 //! talks to NATS for state; handlers and workers call the functions here.
 
 pub mod dead_letters;
+pub mod errors;
 pub mod messages;
 mod scan;
 pub mod subscriptions;
 pub mod topic_cache;
 pub mod topics;
+mod undecodable;
 pub mod user_messages;
 
 use std::{sync::Arc, time::Duration};
@@ -18,6 +20,7 @@ use async_nats::{
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
+use errors::classify;
 
 pub use scan::{scan_latest, scan_latest_headers};
 
@@ -27,29 +30,31 @@ pub const TOPICS_BUCKET: &str = "herald_topics";
 /// Publishes awaiting their JetStream ack, across the process (see [`Store::connect`]).
 const MAX_PUBLISHES_IN_FLIGHT: usize = 1 << 20;
 
-/// A failure of the store, already classified for the API.
+/// A failure of the store, already classified for the API (see [`errors::classify`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// NATS or JetStream did not answer, or answered with an error: the caller may retry.
+    /// NATS or JetStream did not answer (not connected, timeout, no responders) or said it
+    /// cannot serve right now: the caller may retry.
     #[error("NATS JetStream is unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("not found")]
     NotFound,
-    /// A compare-and-set lost against a concurrent writer.
+    /// A compare-and-set lost against a concurrent writer, or the resource already exists.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// Stored data that Herald cannot read: a bug or a manual edit.
-    #[error("corrupt record {key}: {source}")]
-    Corrupt {
-        key: String,
+    /// A JetStream limit (a quota) refused the request.
+    #[error("JetStream limit reached: {limit}")]
+    LimitReached {
+        limit: errors::Limit,
         #[source]
-        source: serde_json::Error,
+        source: jetstream::Error,
     },
-}
-
-/// Classifies any NATS error as unavailability (503 at the API, never 500).
-pub(crate) fn nats<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
-    StoreError::Unavailable(Box::new(e))
+    /// JetStream lacks the resources to take the request now.
+    #[error("JetStream refused: insufficient resources")]
+    Exhausted(#[source] jetstream::Error),
+    /// Any other refusal by the JetStream API.
+    #[error("JetStream refused the request (code {code}): {description}")]
+    Refused { code: u64, description: String },
 }
 
 /// Handles on the buckets, created on first use so Herald starts while NATS is down.
@@ -137,7 +142,7 @@ impl Store {
         if !self.is_connected() {
             return Err(StoreError::Unavailable("not connected to NATS".into()));
         }
-        self.js.query_account().await.map_err(nats)?;
+        self.js.query_account().await.map_err(classify)?;
         self.buckets().await?;
         Ok(())
     }
@@ -161,13 +166,13 @@ impl Store {
                     .js
                     .get_stream(format!("KV_{TOPICS_BUCKET}"))
                     .await
-                    .map_err(nats)?;
+                    .map_err(classify)?;
                 let user_messages = self.kv_bucket(user_messages::bucket_config()).await?;
                 let user_messages_stream = self
                     .js
                     .get_stream(format!("KV_{}", user_messages::USER_MESSAGES_BUCKET))
                     .await
-                    .map_err(nats)?;
+                    .map_err(classify)?;
                 Ok(Buckets {
                     topics,
                     topics_stream,
@@ -185,9 +190,9 @@ impl Store {
             Err(e) if e.kind() == jetstream::context::KeyValueErrorKind::GetBucket => {
                 config.num_replicas = self.replicas;
                 config.storage = jetstream::stream::StorageType::File;
-                self.js.create_key_value(config).await.map_err(nats)
+                self.js.create_key_value(config).await.map_err(classify)
             }
-            Err(e) => Err(nats(e)),
+            Err(e) => Err(classify(e)),
         }
     }
 }

@@ -2,13 +2,13 @@
 //! (`{project}.>`) is listed without touching other projects' keys.
 
 use async_nats::jetstream::{
-    consumer::{pull, DeliverPolicy, ReplayPolicy},
+    consumer::{pull, Consumer, DeliverPolicy, ReplayPolicy},
     stream::Stream,
     Message,
 };
 use futures::StreamExt;
 
-use super::{nats, StoreError};
+use super::{errors::classify, StoreError};
 
 /// Latest live message per subject matching `filter` (deleted, purged and expired keys
 /// are skipped). Costs O(matching subjects), not O(stream).
@@ -38,23 +38,29 @@ async fn scan(
             ..Default::default()
         })
         .await
-        .map_err(nats)?;
-    let pending = consumer.cached_info().num_pending as usize;
-    // The ordered consumer would otherwise linger for its inactive threshold, and
+        .map_err(classify)?;
+    // The ordered consumer would otherwise linger for its inactivity threshold (30 s), and
     // nats-server 2.15 caps a stream at 1,000 consumers: a burst of listings (or quota
-    // checks) would fill the bucket's stream and every further one would be refused.
+    // checks) would fill the bucket's stream and every further one would be refused. The
+    // guard deletes it in the background however the scan ends (also when the request is
+    // dropped), so the caller does not wait for it.
     let _cleanup = DeleteOnDrop {
         stream: stream.clone(),
         name: consumer.cached_info().name.clone(),
     };
+    read_all(consumer).await
+}
+
+async fn read_all(consumer: Consumer<pull::OrderedConfig>) -> Result<Vec<Message>, StoreError> {
+    let pending = consumer.cached_info().num_pending as usize;
     let mut out = Vec::with_capacity(pending);
     if pending == 0 {
         return Ok(out);
     }
-    let mut messages = consumer.messages().await.map_err(nats)?;
+    let mut messages = consumer.messages().await.map_err(classify)?;
     let mut seen = 0;
     while let Some(message) = messages.next().await {
-        let message = message.map_err(nats)?;
+        let message = message.map_err(classify)?;
         seen += 1;
         let remaining = message.info().map(|i| i.pending).unwrap_or(0);
         if is_live(&message) {

@@ -15,8 +15,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    nats,
+    errors::{
+        classify, is_already_exists, is_consumer_not_found, is_not_found, is_stream_not_found,
+        Limit,
+    },
     topics::{stream_name, topic_subject},
+    undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
 };
 use crate::domain::{ProjectId, TopicName};
@@ -103,32 +107,68 @@ impl Subscription {
         m
     }
 
-    /// Reads a consumer's metadata; `None` for consumers that are not subscriptions.
+    /// Reads a consumer's metadata; `None` for consumers that are not subscriptions, and
+    /// for those whose `herald.*` metadata does not decode (reported, see `undecodable`).
     pub fn from_consumer(name: &str, metadata: &HashMap<String, String>) -> Option<Self> {
-        let get = |k: &str| metadata.get(k);
-        let time = |k: &str| {
-            get(k)
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc))
-        };
-        Some(Self {
-            id: name.to_owned(),
-            project: ProjectId::parse(get(META_PROJECT)?).ok()?,
-            topic: TopicName::parse(get(META_TOPIC)?).ok()?,
-            subscriber: get(META_SUBSCRIBER)?.clone(),
-            options: match serde_json::from_str(get(META_OPTIONS)?).ok()? {
-                Value::Object(m) => m,
-                _ => return None,
-            },
-            ttl: get(META_TTL)?.parse().ok()?,
-            created_at: time(META_CREATED)?,
-            expires_at: time(META_EXPIRES)?,
-            confirmed: get(META_CONFIRMED)? == "true",
-            unsubscribed: get(META_UNSUBSCRIBED).is_some_and(|v| v == "true"),
-            source_user: get(META_USER).cloned(),
-            delegated_token: get(META_TOKEN).cloned(),
-        })
+        match Self::decode_consumer(name, metadata) {
+            Decoded::Subscription(sub) => Some(sub),
+            Decoded::NotHerald => None,
+            Decoded::Undecodable(reason) => {
+                report_undecodable(RecordKind::Subscription, name, &reason);
+                None
+            }
+        }
     }
+
+    /// Tells a subscription from another program's consumer (no `herald.*` metadata,
+    /// ignored silently) and from a subscription whose metadata is broken.
+    pub fn decode_consumer(name: &str, metadata: &HashMap<String, String>) -> Decoded {
+        if !metadata.keys().any(|k| k.starts_with("herald.")) {
+            return Decoded::NotHerald;
+        }
+        let get = |k: &'static str| metadata.get(k).ok_or(format!("{k} is missing"));
+        let time = |k: &'static str| {
+            DateTime::parse_from_rfc3339(get(k)?)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| format!("{k}: {e}"))
+        };
+        let decoded = (|| {
+            Ok::<_, String>(Self {
+                id: name.to_owned(),
+                project: ProjectId::parse(get(META_PROJECT)?).map_err(|e| e.0)?,
+                topic: TopicName::parse(get(META_TOPIC)?).map_err(|e| e.0)?,
+                subscriber: get(META_SUBSCRIBER)?.clone(),
+                options: match serde_json::from_str(get(META_OPTIONS)?) {
+                    Ok(Value::Object(m)) => m,
+                    Ok(_) => return Err(format!("{META_OPTIONS} is not a JSON object")),
+                    Err(e) => return Err(format!("{META_OPTIONS}: {e}")),
+                },
+                ttl: get(META_TTL)?
+                    .parse()
+                    .map_err(|e| format!("{META_TTL}: {e}"))?,
+                created_at: time(META_CREATED)?,
+                expires_at: time(META_EXPIRES)?,
+                confirmed: get(META_CONFIRMED)? == "true",
+                unsubscribed: metadata.get(META_UNSUBSCRIBED).is_some_and(|v| v == "true"),
+                source_user: metadata.get(META_USER).cloned(),
+                delegated_token: metadata.get(META_TOKEN).cloned(),
+            })
+        })();
+        match decoded {
+            Ok(sub) => Decoded::Subscription(sub),
+            Err(reason) => Decoded::Undecodable(reason),
+        }
+    }
+}
+
+/// What a consumer's metadata holds (see [`Subscription::decode_consumer`]).
+#[derive(Debug)]
+pub enum Decoded {
+    Subscription(Subscription),
+    /// Not one of Herald's consumers.
+    NotHerald,
+    /// Herald metadata that does not decode, and why.
+    Undecodable(String),
 }
 
 /// How the consumers of subscriptions are configured (from Herald's config).
@@ -171,8 +211,8 @@ impl Store {
     ) -> Result<jetstream::stream::Stream, StoreError> {
         match self.js.get_stream(stream_name(project, topic)).await {
             Ok(s) => Ok(s),
-            Err(e) if e.to_string().contains("stream not found") => Err(StoreError::NotFound),
-            Err(e) => Err(nats(e)),
+            Err(e) if is_stream_not_found(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -222,7 +262,7 @@ impl Store {
             Err(StoreError::NotFound) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let infos: Vec<_> = stream.consumers().try_collect().await.map_err(nats)?;
+        let infos: Vec<_> = stream.consumers().try_collect().await.map_err(classify)?;
         let mut subs: Vec<Subscription> = infos
             .iter()
             .filter_map(|i| Subscription::from_consumer(&i.name, &i.config.metadata))
@@ -251,8 +291,8 @@ impl Store {
                 Subscription::from_consumer(&info.name, &info.config.metadata)
                     .filter(|s| &s.project == project && &s.topic == topic),
             ),
-            Err(e) if e.to_string().contains("consumer not found") => Ok(None),
-            Err(e) => Err(nats(e)),
+            Err(e) if is_consumer_not_found(&e) => Ok(None),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -288,7 +328,7 @@ impl Store {
                     self.announce(&sub.project, &sub.topic, &sub.id).await;
                     return Ok(Created::New(sub));
                 }
-                Err(e) if e.to_string().to_lowercase().contains("already") => {
+                Err(e) if is_already_exists(&e) => {
                     match self
                         .get_subscription(&sub.project, &sub.topic, &sub.id)
                         .await?
@@ -302,7 +342,24 @@ impl Store {
                         _ => return Err(StoreError::Conflict("subscription id taken".into())),
                     }
                 }
-                Err(e) => return Err(nats(e)),
+                Err(e) => {
+                    return Err(match classify(e) {
+                        // Here the consumer limit is the topic's subscription quota;
+                        // name the stream's own limit when it has one.
+                        StoreError::LimitReached {
+                            limit: Limit::Consumers,
+                            source,
+                        } => StoreError::LimitReached {
+                            limit: Limit::Subscriptions {
+                                max: u64::try_from(stream.cached_info().config.max_consumers)
+                                    .ok()
+                                    .filter(|n| *n > 0),
+                            },
+                            source,
+                        },
+                        other => other,
+                    });
+                }
             }
         }
         Err(StoreError::Conflict("subscription id taken".into()))
@@ -323,10 +380,8 @@ impl Store {
         let until = time::OffsetDateTime::now_utc() + CHANGE_BARRIER;
         match stream.pause_consumer(&sub.id, until).await {
             Ok(_) => {}
-            Err(e) if e.to_string().contains("consumer not found") => {
-                return Err(StoreError::NotFound)
-            }
-            Err(e) => return Err(nats(e)),
+            Err(e) if is_not_found(&e) => return Err(StoreError::NotFound),
+            Err(e) => return Err(classify(e)),
         }
         let mut config = self.consumer_config(sub, limits);
         config.pause_until = Some(until);
@@ -335,10 +390,8 @@ impl Store {
                 self.announce(&sub.project, &sub.topic, &sub.id).await;
                 Ok(())
             }
-            Err(e) if e.to_string().contains("consumer does not exist") => {
-                Err(StoreError::NotFound)
-            }
-            Err(e) => Err(nats(e)),
+            Err(e) if is_not_found(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -359,8 +412,8 @@ impl Store {
         };
         match stream.delete_consumer(id).await {
             Ok(_) => {}
-            Err(e) if e.to_string().contains("consumer not found") => {}
-            Err(e) => return Err(nats(e)),
+            Err(e) if is_consumer_not_found(&e) => {}
+            Err(e) => return Err(classify(e)),
         }
         self.announce(project, topic, id).await;
         Ok(())
@@ -378,8 +431,8 @@ impl Store {
         };
         match stream.delete_consumer(&sub.id).await {
             Ok(_) => Ok(true),
-            Err(e) if e.to_string().contains("consumer not found") => Ok(false),
-            Err(e) => Err(nats(e)),
+            Err(e) if is_consumer_not_found(&e) => Ok(false),
+            Err(e) => Err(classify(e)),
         }
     }
 }
@@ -416,6 +469,24 @@ mod tests {
         assert_eq!(back, sub);
         assert!(back.ordered());
         assert!(Subscription::from_consumer("x", &HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn broken_herald_metadata_is_undecodable_and_other_consumers_are_not_herald() {
+        let mut metadata = HashMap::from([
+            (META_PROJECT.to_owned(), "p".to_owned()),
+            (META_OPTIONS.to_owned(), "{broken".to_owned()),
+        ]);
+        match Subscription::decode_consumer("c", &metadata) {
+            Decoded::Undecodable(reason) => assert!(!reason.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        metadata.clear();
+        metadata.insert("owner".into(), "someone else".into());
+        assert!(matches!(
+            Subscription::decode_consumer("c", &metadata),
+            Decoded::NotHerald
+        ));
     }
 
     #[test]

@@ -9,9 +9,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use async_nats::jetstream::{
-    self,
-    context::GetStreamErrorKind,
-    kv,
+    self, kv,
     stream::{RetentionPolicy, StorageType},
 };
 use chrono::{DateTime, Utc};
@@ -20,7 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{nats, scan_latest, scan_latest_headers, Store, StoreError};
+use super::{
+    errors::{classify, is_stream_not_found},
+    scan_latest, scan_latest_headers,
+    undecodable::{report_undecodable, RecordKind},
+    Store, StoreError,
+};
 use crate::domain::{topic_metadata::MAX_MESSAGE_TTL_SECS, ProjectId, TopicMetadata, TopicName};
 
 /// Prefix of every topic stream's name.
@@ -123,22 +126,12 @@ fn encode(project: &ProjectId, topic: &TopicName, metadata: TopicMetadata) -> Ve
     serde_json::to_vec(&record).expect("a JSON map serialises")
 }
 
-fn decode(key: &str, payload: &[u8]) -> Result<TopicRecord, StoreError> {
-    serde_json::from_slice(payload).map_err(|source| StoreError::Corrupt {
-        key: key.to_owned(),
-        source,
-    })
-}
-
-fn parse_record(key: &str, payload: &[u8], revision: u64) -> Result<Topic, StoreError> {
-    let record = decode(key, payload)?;
-    let corrupt = |msg: String| StoreError::Corrupt {
-        key: key.to_owned(),
-        source: serde::de::Error::custom(msg),
-    };
+/// Reads a stored record; `Err` names why it does not decode (see `undecodable`).
+fn parse_record(payload: &[u8], revision: u64) -> Result<Topic, String> {
+    let record: TopicRecord = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
     Ok(Topic {
-        name: TopicName::parse(&record.name).map_err(|e| corrupt(e.0))?,
-        metadata: TopicMetadata::parse(Value::Object(record.metadata)).map_err(|e| corrupt(e.0))?,
+        name: TopicName::parse(&record.name).map_err(|e| e.0)?,
+        metadata: TopicMetadata::parse(Value::Object(record.metadata)).map_err(|e| e.0)?,
         revision,
     })
 }
@@ -158,7 +151,7 @@ impl Store {
                 self.max_subscriptions,
             ))
             .await
-            .map_err(nats)?;
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -174,7 +167,7 @@ impl Store {
         let created = match kv.create(key(project, topic), payload.into()).await {
             Ok(_) => true,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
-            Err(e) => return Err(nats(e)),
+            Err(e) => return Err(classify(e)),
         };
         if let Err(e) = self.ensure_topic_stream(project, topic).await {
             if created {
@@ -194,9 +187,15 @@ impl Store {
     ) -> Result<Option<Topic>, StoreError> {
         let kv = &self.buckets().await?.topics;
         let k = key(project, topic);
-        match kv.entry(k.clone()).await.map_err(nats)? {
+        match kv.entry(k.clone()).await.map_err(classify)? {
             Some(entry) if entry.operation == kv::Operation::Put => {
-                parse_record(&k, &entry.value, entry.revision).map(Some)
+                match parse_record(&entry.value, entry.revision) {
+                    Ok(topic) => Ok(Some(topic)),
+                    Err(reason) => {
+                        report_undecodable(RecordKind::Topic, &k, &reason);
+                        Ok(None)
+                    }
+                }
             }
             _ => Ok(None),
         }
@@ -228,17 +227,19 @@ impl Store {
         let buckets = self.buckets().await?;
         let prefix = format!("$KV.{}.", super::TOPICS_BUCKET);
         let messages = scan_latest(&buckets.topics_stream, format!("{prefix}{project}.>")).await?;
-        let mut topics = messages
+        let mut topics: Vec<Topic> = messages
             .iter()
-            .map(|m| {
+            .filter_map(|m| {
                 let k = m
                     .subject
                     .strip_prefix(prefix.as_str())
                     .unwrap_or(&m.subject);
                 let revision = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                parse_record(k, &m.payload, revision)
+                parse_record(&m.payload, revision)
+                    .map_err(|reason| report_undecodable(RecordKind::Topic, k, &reason))
+                    .ok()
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
     }
@@ -271,7 +272,7 @@ impl Store {
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(
                 StoreError::Conflict("the topic was updated concurrently; retry".into()),
             ),
-            Err(e) => Err(nats(e)),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -285,7 +286,7 @@ impl Store {
         self.delete_stream_if_present(&stream_name(project, topic))
             .await?;
         self.purge_dead_letters(project, topic).await?;
-        kv.purge(key(project, topic)).await.map_err(nats)?;
+        kv.purge(key(project, topic)).await.map_err(classify)?;
         self.topic_cache.invalidate(&key(project, topic));
         Ok(())
     }
@@ -293,8 +294,8 @@ impl Store {
     async fn delete_stream_if_present(&self, name: &str) -> Result<(), StoreError> {
         match self.js.delete_stream(name).await {
             Ok(_) => Ok(()),
-            Err(e) if e.to_string().contains("stream not found") => Ok(()),
-            Err(e) => Err(nats(e)),
+            Err(e) if is_stream_not_found(&e) => Ok(()),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -305,13 +306,8 @@ impl Store {
     ) -> Result<Option<jetstream::stream::Stream>, StoreError> {
         match self.js.get_stream(stream_name(project, topic)).await {
             Ok(s) => Ok(Some(s)),
-            Err(e)
-                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
-                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(nats(e)),
+            Err(e) if is_stream_not_found(&e) => Ok(None),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -328,13 +324,17 @@ impl Store {
             return self.ensure_topic_stream(project, topic).await;
         };
         if subscriptions {
-            let names: Vec<String> = stream.consumer_names().try_collect().await.map_err(nats)?;
+            let names: Vec<String> = stream
+                .consumer_names()
+                .try_collect()
+                .await
+                .map_err(classify)?;
             for name in names {
-                stream.delete_consumer(&name).await.map_err(nats)?;
+                stream.delete_consumer(&name).await.map_err(classify)?;
             }
         }
         if messages {
-            stream.purge().await.map_err(nats)?;
+            stream.purge().await.map_err(classify)?;
         }
         Ok(())
     }
@@ -347,7 +347,7 @@ impl Store {
         let Some(mut stream) = self.topic_stream(project, topic).await? else {
             return Ok(TopicStats::default());
         };
-        let state = stream.info().await.map_err(nats)?.state.clone();
+        let state = stream.info().await.map_err(classify)?.state.clone();
         let mut stats = TopicStats {
             messages: state.messages,
             ..Default::default()
@@ -361,7 +361,7 @@ impl Store {
                 .await;
         }
         let mut consumers = stream.consumers();
-        while let Some(info) = consumers.try_next().await.map_err(nats)? {
+        while let Some(info) = consumers.try_next().await.map_err(classify)? {
             stats.subscriptions += 1;
             stats.pending += info.num_pending + info.num_ack_pending as u64;
         }
@@ -403,9 +403,13 @@ impl Store {
                 .subject
                 .strip_prefix(prefix.as_str())
                 .unwrap_or(&m.subject);
-            let Ok(record) = decode(k, &m.payload) else {
-                tracing::warn!(key = k, "unreadable topic record left alone");
-                continue;
+            let record = match serde_json::from_slice::<TopicRecord>(&m.payload) {
+                Ok(record) => record,
+                Err(e) => {
+                    // Left alone, and so is its stream (`is_orphan_stream` sees the key).
+                    report_undecodable(RecordKind::Topic, k, &e);
+                    continue;
+                }
             };
             let (Ok(project), Ok(topic)) = (
                 ProjectId::parse(&record.project),
@@ -427,7 +431,12 @@ impl Store {
             }
             wanted.insert(name);
         }
-        let names: Vec<String> = self.js.stream_names().try_collect().await.map_err(nats)?;
+        let names: Vec<String> = self
+            .js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(classify)?;
         let mut removed = 0;
         for name in names {
             if name.starts_with(TOPIC_STREAM_PREFIX)
@@ -458,10 +467,21 @@ impl Store {
             max_consumers: self.max_subscriptions,
             ..current
         };
-        self.js.update_stream(config).await.map_err(nats)?;
+        self.js.update_stream(config).await.map_err(classify)?;
         tracing::info!(%project, %topic, max_consumers = self.max_subscriptions,
             "topic stream upgraded");
         Ok(true)
+    }
+
+    /// Whether the bucket holds a record under the topic's key, readable or not.
+    async fn topic_record_exists(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+    ) -> Result<bool, StoreError> {
+        let kv = &self.buckets().await?.topics;
+        let entry = kv.entry(key(project, topic)).await.map_err(classify)?;
+        Ok(entry.is_some_and(|e| e.operation == kv::Operation::Put))
     }
 
     /// Checks again, just before deleting, that no record owns the stream: a topic created
@@ -471,7 +491,13 @@ impl Store {
             Ok(s) => s,
             Err(_) => return Ok(false),
         };
-        let meta = stream.info().await.map_err(nats)?.config.metadata.clone();
+        let meta = stream
+            .info()
+            .await
+            .map_err(classify)?
+            .config
+            .metadata
+            .clone();
         let owner = meta
             .get("herald.project")
             .and_then(|p| ProjectId::parse(p).ok())
@@ -480,7 +506,7 @@ impl Store {
                     .and_then(|t| TopicName::parse(t).ok()),
             );
         match owner {
-            Some((project, topic)) => Ok(self.get_topic(&project, &topic).await?.is_none()),
+            Some((project, topic)) => Ok(!self.topic_record_exists(&project, &topic).await?),
             None => Ok(false),
         }
     }

@@ -12,7 +12,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{nats, scan_latest, Store, StoreError};
+use super::{
+    errors::classify,
+    scan_latest,
+    undecodable::{report_undecodable, RecordKind},
+    Store, StoreError,
+};
 use crate::domain::ProjectId;
 
 /// Bucket holding user messages, key `{project}.{id}`.
@@ -62,11 +67,11 @@ pub(super) fn bucket_config() -> kv::Config {
     }
 }
 
-fn decode(key: &str, value: &[u8]) -> Result<UserMessage, StoreError> {
-    serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
-        key: key.to_owned(),
-        source,
-    })
+/// Decodes a stored message; a value that does not decode is reported and `None`.
+fn decode(key: &str, value: &[u8]) -> Option<UserMessage> {
+    serde_json::from_slice(value)
+        .map_err(|e| report_undecodable(RecordKind::UserMessage, key, &e))
+        .ok()
 }
 
 impl Store {
@@ -91,7 +96,7 @@ impl Store {
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(StoreError::Conflict(
                 format!("message {} already exists", message.id),
             )),
-            Err(e) => Err(nats(e)),
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -103,11 +108,11 @@ impl Store {
     ) -> Result<Option<UserMessage>, StoreError> {
         let bucket = &self.buckets().await?.user_messages;
         let key = key(project, id);
-        let Some(value) = bucket.get(key.clone()).await.map_err(nats)? else {
+        let Some(value) = bucket.get(key.clone()).await.map_err(classify)? else {
             return Ok(None);
         };
-        let message = decode(&key, &value)?;
-        Ok((!message.is_expired(Utc::now())).then_some(message))
+        let message = decode(&key, &value);
+        Ok(message.filter(|m| !m.is_expired(Utc::now())))
     }
 
     /// Every live message of `project`, in no particular order. Reads only the project's
@@ -120,29 +125,38 @@ impl Store {
         let filter = format!("$KV.{USER_MESSAGES_BUCKET}.{project}.>");
         let now = Utc::now();
         let mut out = Vec::new();
+        let prefix = format!("$KV.{USER_MESSAGES_BUCKET}.");
         for m in scan_latest(stream, filter).await? {
-            let message = decode(&m.subject, &m.payload)?;
-            if !message.is_expired(now) {
-                out.push(message);
+            let key = m.subject.strip_prefix(&prefix).unwrap_or(&m.subject);
+            if let Some(message) = decode(key, &m.payload) {
+                if !message.is_expired(now) {
+                    out.push(message);
+                }
             }
         }
         Ok(out)
     }
 
-    /// Deletes message `id` of `project`; `false` when there was none.
+    /// Deletes message `id` of `project`; `false` when there was none (or only an expired
+    /// one). A value that does not decode is deleted too.
     pub async fn delete_user_message(
         &self,
         project: &ProjectId,
         id: &Uuid,
     ) -> Result<bool, StoreError> {
-        if self.get_user_message(project, id).await?.is_none() {
+        let bucket = &self.buckets().await?.user_messages;
+        let Some(value) = bucket.get(key(project, id)).await.map_err(classify)? else {
+            return Ok(false);
+        };
+        let undecodable_or_live = serde_json::from_slice::<UserMessage>(&value)
+            .map_or(true, |m| !m.is_expired(Utc::now()));
+        if !undecodable_or_live {
             return Ok(false);
         }
-        let bucket = &self.buckets().await?.user_messages;
         bucket
             .purge_with_ttl(key(project, id), MARKER_TTL)
             .await
-            .map_err(nats)?;
+            .map_err(classify)?;
         Ok(true)
     }
 }
