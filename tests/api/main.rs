@@ -13,4 +13,5 @@ mod peers;
 mod schemathesis;
 mod subscriptions;
 mod topics;
+mod undeliverable;
 mod user_messages;
