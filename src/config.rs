@@ -204,11 +204,19 @@ impl Config {
             if (min..=max).contains(&value) {
                 Ok(())
             } else {
-                Err(invalid(field, &format!("must be {min}..={max}, not {value}")))
+                Err(invalid(
+                    field,
+                    &format!("must be {min}..={max}, not {value}"),
+                ))
             }
         };
         in_range("nats_timeout_ms", self.nats_timeout_ms, 1, MAX_TIMEOUT_MS)?;
-        in_range("request_timeout_ms", self.request_timeout_ms, 1, MAX_TIMEOUT_MS)?;
+        in_range(
+            "request_timeout_ms",
+            self.request_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
         in_range(
             "delivery_timeout_ms",
             self.delivery_timeout_ms,
@@ -363,16 +371,24 @@ mod tests {
         assert!(printed.contains("u:***@127.0.0.1:25"));
     }
 
+    type Setter = fn(&mut Config);
+
     #[test]
     fn durations_that_would_overflow_downstream_are_refused_naming_the_key() {
-        let cases: [(&str, fn(&mut Config)); 7] = [
+        let cases: [(&str, Setter); 7] = [
             ("message_ttl", |c| c.message_ttl = u64::MAX),
-            ("message_ttl", |c| c.message_ttl = i64::MAX as u64 / 1000 + 1),
+            ("message_ttl", |c| {
+                c.message_ttl = i64::MAX as u64 / 1000 + 1
+            }),
             ("retry_delay_unit_ms", |c| c.retry_delay_unit_ms = u64::MAX),
-            ("delivery_timeout_ms", |c| c.delivery_timeout_ms = u64::MAX / 2),
+            ("delivery_timeout_ms", |c| {
+                c.delivery_timeout_ms = u64::MAX / 2
+            }),
             ("request_timeout_ms", |c| c.request_timeout_ms = u64::MAX),
             ("nats_timeout_ms", |c| c.nats_timeout_ms = u64::MAX),
-            ("min_subscription_ttl", |c| c.min_subscription_ttl = u64::MAX),
+            ("min_subscription_ttl", |c| {
+                c.min_subscription_ttl = u64::MAX
+            }),
         ];
         for (key, set) in cases {
             let mut c = Config::default();
@@ -380,7 +396,7 @@ mod tests {
             let err = c.validate().expect_err(key).to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
-        let zero: [(&str, fn(&mut Config)); 5] = [
+        let zero: [(&str, Setter); 5] = [
             ("nats_timeout_ms", |c| c.nats_timeout_ms = 0),
             ("request_timeout_ms", |c| c.request_timeout_ms = 0),
             ("delivery_timeout_ms", |c| c.delivery_timeout_ms = 0),

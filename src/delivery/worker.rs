@@ -393,8 +393,7 @@ pub fn signature_headers(
 
 /// What the message itself must satisfy for this subscriber, checked before any attempt.
 fn check_deliverable(target: &Target, body: &[u8]) -> Result<(), DeliveryError> {
-    if matches!(target.subscriber, Subscriber::Email { .. }) && std::str::from_utf8(body).is_err()
-    {
+    if matches!(target.subscriber, Subscriber::Email { .. }) && std::str::from_utf8(body).is_err() {
         return Err(DeliveryError::Undeliverable(
             "the message body is not UTF-8 text and cannot be sent by email".into(),
         ));
@@ -594,7 +593,12 @@ async fn send(
             let body = Bytes::from(body);
             let mut headers = webhook::extra_headers(options.get("post_headers"))?;
             if let Some(secret) = options.get("secret").and_then(Value::as_str) {
-                headers.extend(signature_headers(secret, id, Utc::now().timestamp(), &body)?);
+                headers.extend(signature_headers(
+                    secret,
+                    id,
+                    Utc::now().timestamp(),
+                    &body,
+                )?);
             }
             if matches!(target.subscriber, Subscriber::Trust { .. }) {
                 let token = target.sub.delegated_token.as_deref().ok_or_else(|| {
@@ -729,7 +733,10 @@ mod tests {
         let t = json!(r#"{"event": "$zaqar_message$", "note": "raw"}"#);
         let out: Value = serde_json::from_str(&apply_template(&t, r#"{"body":1}"#)).unwrap();
         assert_eq!(out, json!({"event": {"body": 1}, "note": "raw"}));
-        assert_eq!(apply_template(&json!("no placeholder"), "{}"), "no placeholder");
+        assert_eq!(
+            apply_template(&json!("no placeholder"), "{}"),
+            "no placeholder"
+        );
     }
 
     #[test]
@@ -754,14 +761,23 @@ mod tests {
             not_before(Some("1700000005000"), published).unwrap(),
             Some(1_700_000_005_000)
         );
-        for bad in ["9223372036854775807", "abc", "", "1e9", "99999999999999999999"] {
+        for bad in [
+            "9223372036854775807",
+            "abc",
+            "",
+            "1e9",
+            "99999999999999999999",
+        ] {
             let err = not_before(Some(bad), published).unwrap_err();
             assert!(err.is_permanent(), "{bad:?}");
         }
         // Far in the past is simply due.
         let past = not_before(Some("-9223372036854775808"), published).unwrap();
         assert_eq!(remaining_delay(past.unwrap(), published), Duration::ZERO);
-        assert_eq!(remaining_delay(i64::MAX, i64::MIN), Duration::from_millis(960_000));
+        assert_eq!(
+            remaining_delay(i64::MAX, i64::MIN),
+            Duration::from_millis(960_000)
+        );
     }
 
     #[test]
@@ -770,7 +786,10 @@ mod tests {
         assert_eq!(parse_ttl("120"), Some(120));
         assert_eq!(parse_ttl("2h"), Some(7200));
         assert_eq!(parse_ttl("never"), None);
-        assert_eq!(parse_ttl("18446744073709551615h"), Some(MAX_MESSAGE_TTL_SECS));
+        assert_eq!(
+            parse_ttl("18446744073709551615h"),
+            Some(MAX_MESSAGE_TTL_SECS)
+        );
         assert_eq!(parse_ttl(""), None);
     }
 

@@ -282,7 +282,10 @@ async fn patch_replaces_a_reserved_key_that_was_never_stored() {
     assert_eq!(doc["_default_message_delay"], 5);
     let stored = json_with(app.get_topic("t").await, 200).await;
     assert_eq!(stored["_default_message_ttl"], 120);
-    assert_eq!(stored["_max_messages_post_size"], 262144, "defaults still shown");
+    assert_eq!(
+        stored["_max_messages_post_size"], 262144,
+        "defaults still shown"
+    );
     // A user key that was never stored still cannot be replaced.
     json_with(
         app.patch_topic(

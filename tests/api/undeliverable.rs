@@ -41,17 +41,21 @@ async fn topic_stream(js: &jetstream::Context) -> jetstream::stream::Stream {
 /// terminated (no pending, none awaiting an ack, none parked by a delay NAK).
 async fn settled(js: &jetstream::Context, subscription: &str) {
     let stream = topic_stream(js).await;
-    eventually(WAIT, &format!("subscription {subscription} to settle"), || {
-        let stream = stream.clone();
-        async move {
-            let mut consumer = stream
-                .get_consumer::<pull::Config>(subscription)
-                .await
-                .ok()?;
-            let info = consumer.info().await.ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        }
-    })
+    eventually(
+        WAIT,
+        &format!("subscription {subscription} to settle"),
+        || {
+            let stream = stream.clone();
+            async move {
+                let mut consumer = stream
+                    .get_consumer::<pull::Config>(subscription)
+                    .await
+                    .ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            }
+        },
+    )
     .await;
 }
 
@@ -140,7 +144,9 @@ async fn a_herald_not_before_centuries_ahead_dead_letters_instead_of_parking_the
     let app = spawn_delivery_app().await;
     let receiver = Receiver::start().await;
     app.put_topic("t", None).await;
-    let sub = app.subscribe("t", json!({"subscriber": receiver.url})).await;
+    let sub = app
+        .subscribe("t", json!({"subscriber": receiver.url}))
+        .await;
     let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
 
     // Act
@@ -176,7 +182,9 @@ async fn a_body_that_is_not_utf8_dead_letters_for_email_and_still_reaches_webhoo
     let mail_sub = app
         .subscribe("t", json!({"subscriber": "mailto:ops@example.com"}))
         .await;
-    let hook_sub = app.subscribe("t", json!({"subscriber": receiver.url})).await;
+    let hook_sub = app
+        .subscribe("t", json!({"subscriber": receiver.url}))
+        .await;
     let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
 
     // Act
@@ -318,54 +326,51 @@ fn arbitrary_native_publishes_end_delivered_or_dead_lettered_on_every_subscripti
 
     // Act and assert, per case: a few publishes, then every subscription settles with
     // deliveries + dead letters == accepted publishes.
-    let result = runner.run(
-        &proptest::collection::vec(publish(), 1..5),
-        |batch| {
-            rt.block_on(async {
-                for p in batch {
-                    let mut h = async_nats::HeaderMap::new();
-                    if let Some(id) = &p.msg_id {
-                        h.insert("Nats-Msg-Id", id.as_str());
-                    }
-                    match &p.not_before {
-                        Some(Ok(v)) => h.insert("Herald-Not-Before", v.as_str()),
-                        Some(Err(offset)) => {
-                            let at = chrono::Utc::now().timestamp_millis() + offset;
-                            h.insert("Herald-Not-Before", at.to_string().as_str())
-                        }
-                        None => {}
-                    }
-                    if let Some(ttl) = &p.ttl {
-                        h.insert("Nats-TTL", ttl.as_str());
-                    }
-                    if native_publish(&app, &js, "prop", h, p.body.clone()).await {
-                        published.fetch_add(1, Ordering::SeqCst);
-                    }
+    let result = runner.run(&proptest::collection::vec(publish(), 1..5), |batch| {
+        rt.block_on(async {
+            for p in batch {
+                let mut h = async_nats::HeaderMap::new();
+                if let Some(id) = &p.msg_id {
+                    h.insert("Nats-Msg-Id", id.as_str());
                 }
-                for sub in &subs {
-                    settled(&js, sub).await;
+                match &p.not_before {
+                    Some(Ok(v)) => h.insert("Herald-Not-Before", v.as_str()),
+                    Some(Err(offset)) => {
+                        let at = chrono::Utc::now().timestamp_millis() + offset;
+                        h.insert("Herald-Not-Before", at.to_string().as_str())
+                    }
+                    None => {}
                 }
-                let published = published.load(Ordering::SeqCst);
-                let delivered = [
-                    receiver.received().len(),
-                    nats_seen.load(Ordering::SeqCst),
-                    smtp.mails().len(),
-                ];
-                for (sub, delivered) in subs.iter().zip(delivered) {
-                    let dead = dead_letter_count(&js, sub).await;
-                    prop_assert_eq!(
-                        delivered + dead,
-                        published,
-                        "subscription {}: {} delivered, {} dead letters",
-                        sub,
-                        delivered,
-                        dead
-                    );
+                if let Some(ttl) = &p.ttl {
+                    h.insert("Nats-TTL", ttl.as_str());
                 }
-                Ok::<(), TestCaseError>(())
-            })
-        },
-    );
+                if native_publish(&app, &js, "prop", h, p.body.clone()).await {
+                    published.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            for sub in &subs {
+                settled(&js, sub).await;
+            }
+            let published = published.load(Ordering::SeqCst);
+            let delivered = [
+                receiver.received().len(),
+                nats_seen.load(Ordering::SeqCst),
+                smtp.mails().len(),
+            ];
+            for (sub, delivered) in subs.iter().zip(delivered) {
+                let dead = dead_letter_count(&js, sub).await;
+                prop_assert_eq!(
+                    delivered + dead,
+                    published,
+                    "subscription {}: {} delivered, {} dead letters",
+                    sub,
+                    delivered,
+                    dead
+                );
+            }
+            Ok::<(), TestCaseError>(())
+        })
+    });
     if let Err(e) = result {
         panic!("{e}");
     }
