@@ -17,7 +17,7 @@ use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -260,21 +260,28 @@ pub fn check_message_id(id: &str) -> Result<(), DeliveryError> {
 }
 
 /// An id that is safe to record and show (dead letters, logs): control characters escaped,
-/// cut to [`MAX_MESSAGE_ID_BYTES`].
+/// at most [`MAX_MESSAGE_ID_BYTES`]. A cut id ends in a digest of the whole one, so two long
+/// ids that share a prefix stay apart (dead letters are deduplicated by id).
 pub fn printable_id(id: &str) -> String {
-    let mut out = String::new();
+    const DIGEST_CHARS: usize = 17;
+    let mut escaped = String::with_capacity(id.len());
     for c in id.chars() {
-        let piece: String = if c.is_control() {
-            c.escape_default().collect()
+        if c.is_control() {
+            escaped.extend(c.escape_default());
         } else {
-            c.into()
-        };
-        if out.len() + piece.len() > MAX_MESSAGE_ID_BYTES {
-            break;
+            escaped.push(c);
         }
-        out.push_str(&piece);
     }
-    out
+    if escaped.len() <= MAX_MESSAGE_ID_BYTES {
+        return escaped;
+    }
+    let mut cut = MAX_MESSAGE_ID_BYTES - DIGEST_CHARS;
+    while !escaped.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = Sha256::digest(id.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}~{hex}", &escaped[..cut])
 }
 
 /// `Herald-Not-Before` (Unix milliseconds): `Ok(None)` when absent. Herald writes at most
@@ -750,6 +757,10 @@ mod tests {
         check_message_id("order-42").unwrap();
         check_message_id("заказ-42").unwrap();
         assert!(check_message_id(&"x".repeat(MAX_MESSAGE_ID_BYTES + 1)).is_err());
+        let (long_a, long_b) = ("x".repeat(2000) + "a", "x".repeat(2000) + "b");
+        assert_ne!(printable_id(&long_a), printable_id(&long_b));
+        assert!(printable_id(&long_a).len() <= MAX_MESSAGE_ID_BYTES);
+        assert_eq!(printable_id("a\u{1}b"), "a\\u{1}b");
         assert!(signature_headers("s", "a\u{1}b", 1, b"{}").is_err());
     }
 

@@ -229,6 +229,9 @@ async fn a_string_post_data_is_zaqars_form_with_the_message_in_place_of_the_plac
 #[derive(Debug, Clone)]
 struct Publish {
     msg_id: Option<String>,
+    /// `Herald-Id` (preferred over `Nats-Msg-Id`, not deduplicated by JetStream); a unique
+    /// prefix is added, since two messages sharing one id are one message to Herald.
+    herald_id: Option<String>,
     /// A literal value, or an offset in ms from now (kept short so cases stay fast).
     not_before: Option<Result<String, i64>>,
     ttl: Option<String>,
@@ -265,12 +268,14 @@ fn publish() -> impl Strategy<Value = Publish> {
     ];
     (
         proptest::option::of(header_text()),
+        proptest::option::weighted(0.3, header_text()),
         proptest::option::of(not_before),
         proptest::option::of(ttl),
         body,
     )
-        .prop_map(|(msg_id, not_before, ttl, body)| Publish {
+        .prop_map(|(msg_id, herald_id, not_before, ttl, body)| Publish {
             msg_id,
+            herald_id,
             not_before,
             ttl,
             body,
@@ -316,6 +321,7 @@ fn arbitrary_native_publishes_end_delivered_or_dead_lettered_on_every_subscripti
         (app, receiver, smtp, js, [hook, nats, mail], nats_seen)
     });
     let published = AtomicUsize::new(0);
+    let sequence = AtomicUsize::new(0);
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 32,
         failure_persistence: None,
@@ -332,6 +338,10 @@ fn arbitrary_native_publishes_end_delivered_or_dead_lettered_on_every_subscripti
                 let mut h = async_nats::HeaderMap::new();
                 if let Some(id) = &p.msg_id {
                     h.insert("Nats-Msg-Id", id.as_str());
+                }
+                if let Some(id) = &p.herald_id {
+                    let n = sequence.fetch_add(1, Ordering::SeqCst);
+                    h.insert("Herald-Id", format!("{n:06}-{id}").as_str());
                 }
                 match &p.not_before {
                     Some(Ok(v)) => h.insert("Herald-Not-Before", v.as_str()),
