@@ -544,6 +544,7 @@ async fn fail(
             };
         }
     }
+    let source_seq = message.info().map_or(0, |i| i.stream_sequence);
     let letter = DeadLetter {
         message_id: id.to_owned(),
         body: serde_json::from_slice(&message.payload).unwrap_or_else(|_| {
@@ -557,7 +558,7 @@ async fn fail(
     let sub = &target.sub;
     if let Err(e) = deps
         .store
-        .add_dead_letter(&sub.project, &sub.topic, &sub.id, &letter)
+        .add_dead_letter(&sub.project, &sub.topic, &sub.id, source_seq, &letter)
         .await
     {
         tracing::warn!(error = %e, "dead letter not recorded yet; message kept");

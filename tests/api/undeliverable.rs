@@ -172,6 +172,30 @@ async fn a_herald_not_before_centuries_ahead_dead_letters_instead_of_parking_the
 }
 
 #[tokio::test]
+async fn two_messages_sharing_a_publisher_chosen_id_both_become_dead_letters() {
+    // Arrange
+    let app = spawn_delivery_app().await;
+    let receiver = Receiver::start().await;
+    app.put_topic("t", None).await;
+    let sub = app
+        .subscribe("t", json!({"subscriber": receiver.url}))
+        .await;
+    let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+
+    // Act: Herald-Id is not deduplicated by JetStream; both messages are undeliverable.
+    for body in [b"1".to_vec(), b"2".to_vec()] {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Herald-Id", "same");
+        h.insert("Herald-Not-Before", "tomorrow");
+        assert!(native_publish(&app, &js, "t", h, body).await);
+    }
+
+    // Assert
+    settled(&js, &sub).await;
+    assert_eq!(dead_letter_count(&js, &sub).await, 2);
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_utf8_dead_letters_for_email_and_still_reaches_webhooks() {
     // Arrange
     let smtp = SmtpServer::start().await;
