@@ -41,22 +41,24 @@ async fn topic_stream(js: &jetstream::Context) -> jetstream::stream::Stream {
 /// terminated (no pending, none awaiting an ack, none parked by a delay NAK).
 async fn settled(js: &jetstream::Context, subscription: &str) {
     let stream = topic_stream(js).await;
-    eventually(
-        WAIT,
-        &format!("subscription {subscription} to settle"),
-        || {
-            let stream = stream.clone();
-            async move {
-                let mut consumer = stream
-                    .get_consumer::<pull::Config>(subscription)
-                    .await
-                    .ok()?;
-                let info = consumer.info().await.ok()?;
-                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-            }
-        },
-    )
-    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = match stream.get_consumer::<pull::Config>(subscription).await {
+            Ok(mut consumer) => consumer.info().await.ok().cloned(),
+            Err(_) => None,
+        };
+        if info
+            .as_ref()
+            .is_some_and(|i| i.num_pending == 0 && i.num_ack_pending == 0)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscription {subscription} did not settle within {WAIT:?}: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Dead letters recorded for the subscription (read from the dead-letter stream itself, so
