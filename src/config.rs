@@ -167,6 +167,18 @@ fn de_cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Err
         .collect()
 }
 
+/// Upper bounds of the durations Herald computes with: below these no `Duration` or
+/// `chrono` arithmetic downstream can overflow (chrono panics above `i64::MAX / 1000`
+/// seconds, NATS takes nanoseconds in an `i64`, `ack_wait` is 3 × `delivery_timeout_ms`, a
+/// retry delay is up to 86,400 × 2 units), and larger values are mistakes anyway.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+const MAX_DELIVERY_TIMEOUT_MS: u64 = 3_600_000;
+const MAX_RETRY_DELAY_UNIT_MS: u64 = 60_000;
+/// 100 years.
+const MAX_MESSAGE_TTL_SECS: u64 = 3_153_600_000;
+/// Subscription `ttl`s are accepted up to `i32::MAX` seconds.
+const MAX_MIN_SUBSCRIPTION_TTL_SECS: u64 = i32::MAX as u64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid configuration: {0}")]
@@ -219,17 +231,44 @@ impl Config {
         if !(1..=5).contains(&self.replicas) {
             return Err(invalid("replicas", "must be 1..=5"));
         }
-        if self.nats_timeout_ms == 0 || self.request_timeout_ms == 0 {
-            return Err(invalid("nats_timeout_ms", "timeouts must be positive"));
-        }
+        let in_range = |field, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    &format!("must be {min}..={max}, not {value}"),
+                ))
+            }
+        };
+        in_range("nats_timeout_ms", self.nats_timeout_ms, 1, MAX_TIMEOUT_MS)?;
+        in_range(
+            "request_timeout_ms",
+            self.request_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        in_range(
+            "delivery_timeout_ms",
+            self.delivery_timeout_ms,
+            1,
+            MAX_DELIVERY_TIMEOUT_MS,
+        )?;
+        in_range(
+            "retry_delay_unit_ms",
+            self.retry_delay_unit_ms,
+            1,
+            MAX_RETRY_DELAY_UNIT_MS,
+        )?;
+        in_range("message_ttl", self.message_ttl, 1, MAX_MESSAGE_TTL_SECS)?;
+        in_range(
+            "min_subscription_ttl",
+            self.min_subscription_ttl,
+            0,
+            MAX_MIN_SUBSCRIPTION_TTL_SECS,
+        )?;
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
-        }
-        if self.retry_delay_unit_ms == 0 || self.delivery_timeout_ms == 0 {
-            return Err(invalid(
-                "delivery_timeout_ms",
-                "delivery timeouts and retry_delay_unit_ms must be positive",
-            ));
         }
         if !(1..=10_000).contains(&self.delivery_max_in_flight) {
             return Err(invalid("delivery_max_in_flight", "must be 1..=10000"));
@@ -240,9 +279,6 @@ impl Config {
                 "max_subscriptions_per_topic",
                 "must be 1..=2147483647",
             ));
-        }
-        if self.message_ttl == 0 {
-            return Err(invalid("message_ttl", "must be positive"));
         }
         Ok(())
     }
@@ -451,5 +487,67 @@ mod tests {
         assert!(!printed.contains("delivery-tok"));
         assert!(!printed.contains("pw@"));
         assert!(printed.contains("u:***@127.0.0.1:25"));
+    }
+
+    type Setter = fn(&mut Config);
+
+    #[test]
+    fn durations_that_would_overflow_downstream_are_refused_naming_the_key() {
+        let cases: [(&str, Setter); 7] = [
+            ("message_ttl", |c| c.message_ttl = u64::MAX),
+            ("message_ttl", |c| {
+                c.message_ttl = i64::MAX as u64 / 1000 + 1
+            }),
+            ("retry_delay_unit_ms", |c| c.retry_delay_unit_ms = u64::MAX),
+            ("delivery_timeout_ms", |c| {
+                c.delivery_timeout_ms = u64::MAX / 2
+            }),
+            ("request_timeout_ms", |c| c.request_timeout_ms = u64::MAX),
+            ("nats_timeout_ms", |c| c.nats_timeout_ms = u64::MAX),
+            ("min_subscription_ttl", |c| {
+                c.min_subscription_ttl = u64::MAX
+            }),
+        ];
+        for (key, set) in cases {
+            let mut c = Config::default();
+            set(&mut c);
+            let err = c.validate().expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let zero: [(&str, Setter); 5] = [
+            ("nats_timeout_ms", |c| c.nats_timeout_ms = 0),
+            ("request_timeout_ms", |c| c.request_timeout_ms = 0),
+            ("delivery_timeout_ms", |c| c.delivery_timeout_ms = 0),
+            ("retry_delay_unit_ms", |c| c.retry_delay_unit_ms = 0),
+            ("message_ttl", |c| c.message_ttl = 0),
+        ];
+        for (key, set) in zero {
+            let mut c = Config::default();
+            set(&mut c);
+            assert!(c.validate().expect_err(key).to_string().contains(key));
+        }
+    }
+
+    #[test]
+    fn the_largest_accepted_durations_compute_without_overflow() {
+        let c = Config {
+            message_ttl: MAX_MESSAGE_TTL_SECS,
+            retry_delay_unit_ms: MAX_RETRY_DELAY_UNIT_MS,
+            delivery_timeout_ms: MAX_DELIVERY_TIMEOUT_MS,
+            request_timeout_ms: MAX_TIMEOUT_MS,
+            nats_timeout_ms: MAX_TIMEOUT_MS,
+            min_subscription_ttl: MAX_MIN_SUBSCRIPTION_TTL_SECS,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        let ttl = chrono::Duration::from_std(Duration::from_secs(c.message_ttl)).unwrap();
+        let _ = chrono::Utc::now() + ttl;
+        assert!(Duration::from_secs(c.message_ttl).as_nanos() < i64::MAX as u128);
+        let ack_wait = c.delivery_timeout() * 3;
+        assert!(ack_wait.as_nanos() < i64::MAX as u128);
+        // The longest retry delay: 86,400 policy seconds with full jitter.
+        let delay = c.retry_delay_unit().mul_f64(86_400.0 * 2.0);
+        assert!(delay.as_nanos() < i64::MAX as u128);
+        let _ = chrono::Utc::now() + chrono::Duration::seconds(c.min_subscription_ttl as i64);
     }
 }

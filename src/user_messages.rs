@@ -214,7 +214,10 @@ impl UserMessages {
             resource_uuid,
             request_id,
             created_at,
-            guaranteed_until: created_at + ttl,
+            // `message_ttl` is bounded at start-up; saturate rather than panic regardless.
+            guaranteed_until: created_at
+                .checked_add_signed(ttl)
+                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
         })
     }
 

@@ -218,14 +218,23 @@ fn check_patch_op(op: &Value) -> Result<(), ApiError> {
         return bad("Each patch operation needs \"op\": add, replace or remove.");
     }
     let path = obj.get("path").and_then(Value::as_str).unwrap_or_default();
+    // One key below /metadata: Zaqar's paths have exactly two segments.
     match path.strip_prefix("/metadata/") {
-        Some(key) if !key.is_empty() => {}
+        Some(key) if !key.is_empty() && !key.contains('/') => {}
         _ => return bad("Each patch operation needs \"path\": \"/metadata/{key}\"."),
     }
     if kind != Some("remove") && !obj.contains_key("value") {
         return bad("Patch operations add and replace need a \"value\".");
     }
     Ok(())
+}
+
+/// The key a `replace` operation targets (checked by [`check_patch_op`]).
+fn replaced_key(op: &Value) -> Option<&str> {
+    if op.get("op").and_then(Value::as_str) != Some("replace") {
+        return None;
+    }
+    op.get("path")?.as_str()?.strip_prefix("/metadata/")
 }
 
 /// Apply a JSON patch (`application/openstack-messaging-v2.0-json-patch`) to the metadata.
@@ -262,7 +271,15 @@ async fn update_topic(
         .map_err(|e| ApiError::BadRequest(format!("Invalid patch: {e}")))?;
 
     let topic = load_topic(&state, &identity.project, &name).await?;
-    let mut doc = json!({ "metadata": Value::Object(topic.metadata.into_map()) });
+    let defaults = topic.metadata.with_defaults();
+    let mut stored = topic.metadata.into_map();
+    // Reserved keys always exist (with their defaults), so replacing one never stored works.
+    for key in list.iter().filter_map(replaced_key) {
+        if let (false, Some(default)) = (stored.contains_key(key), defaults.get(key)) {
+            stored.insert(key.to_owned(), default.clone());
+        }
+    }
+    let mut doc = json!({ "metadata": Value::Object(stored) });
     json_patch::patch(&mut doc, &patch)
         .map_err(|e| ApiError::Conflict(format!("The patch cannot be applied: {e}.")))?;
     let metadata = TopicMetadata::parse(doc["metadata"].take())?;

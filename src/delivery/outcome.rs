@@ -61,6 +61,11 @@ pub enum DeliveryError {
     /// The subscription cannot be delivered as configured (e.g. no SMTP relay, bad header).
     #[error("{0}")]
     Misconfigured(String),
+    /// The message itself cannot be delivered as it is (a header value that cannot become an
+    /// HTTP or NATS header, an out-of-range `Herald-Not-Before`, a body email cannot carry).
+    /// Retrying would fail the same way forever.
+    #[error("undeliverable message: {0}")]
+    Undeliverable(String),
 }
 
 impl DeliveryError {
@@ -71,7 +76,10 @@ impl DeliveryError {
             Self::Status { status, .. } => {
                 (400..500).contains(status) && *status != 408 && *status != 429
             }
-            Self::Blocked(_) | Self::Refused(_) | Self::Misconfigured(_) => true,
+            Self::Blocked(_)
+            | Self::Refused(_)
+            | Self::Misconfigured(_)
+            | Self::Undeliverable(_) => true,
             Self::Smtp { permanent, .. } => *permanent,
             Self::Timeout(_) | Self::Connect(_) | Self::NoReply(_) => false,
         }
@@ -111,6 +119,7 @@ mod tests {
         assert!(!DeliveryError::Timeout(Duration::from_secs(1)).is_permanent());
         assert!(DeliveryError::Blocked("10.0.0.1".into()).is_permanent());
         assert!(DeliveryError::Refused("a.b".into()).is_permanent());
+        assert!(DeliveryError::Undeliverable("bad id".into()).is_permanent());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -29,6 +29,7 @@ use super::{
 use crate::{
     domain::{
         filter_policy::{Attributes, FilterPolicy, ATTRIBUTE_HEADER_PREFIX},
+        topic_metadata::{MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS},
         RetryPolicy, Subscriber, TopicName,
     },
     store::{
@@ -43,6 +44,11 @@ const PULL_EXPIRES: Duration = Duration::from_secs(30);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Retry of Herald's own bookkeeping when NATS is briefly away (not an attempt).
 const POSTPONE: Duration = Duration::from_secs(1);
+/// Longest message id passed on (it becomes the `webhook-id` HTTP header and a NATS header).
+pub const MAX_MESSAGE_ID_BYTES: usize = 1024;
+/// How far after its publication a message's `Herald-Not-Before` may lie: a topic's longest
+/// delay plus a minute of clock skew between Herald processes and nats-server.
+pub const MAX_NOT_BEFORE_AHEAD_MS: i64 = (MAX_MESSAGE_DELAY_SECS as i64 + 60) * 1000;
 
 /// Everything a worker knows about its subscription, fixed for the worker's lifetime
 /// (the engine restarts the worker when any of it changes).
@@ -230,7 +236,83 @@ async fn nak_buffered(messages: &mut pull::Stream) {
 /// got when it was first pulled before its time.
 fn attempt_number(delivered: i64, published_ms: i64, not_before_ms: Option<i64>) -> u64 {
     let delay_naks = u64::from(not_before_ms.is_some_and(|nb| nb > published_ms));
-    (delivered.max(1) as u64).saturating_sub(delay_naks).max(1)
+    u64::try_from(delivered.max(1))
+        .unwrap_or(1)
+        .saturating_sub(delay_naks)
+        .max(1)
+}
+
+/// A message id that came in a header (`Herald-Id`, `Nats-Msg-Id`, set by any native
+/// publisher) is passed on as the `webhook-id` HTTP header and as a NATS header: control
+/// characters (a lone CR would even make async-nats panic) and huge ids cannot be.
+pub fn check_message_id(id: &str) -> Result<(), DeliveryError> {
+    if id.len() > MAX_MESSAGE_ID_BYTES {
+        return Err(DeliveryError::Undeliverable(format!(
+            "the message id is {} bytes long (at most {MAX_MESSAGE_ID_BYTES})",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(DeliveryError::Undeliverable(format!(
+            "the message id {:?} contains control characters",
+            printable_id(id)
+        )));
+    }
+    Ok(())
+}
+
+/// An id that is safe to record and show (dead letters, logs): control characters escaped,
+/// at most [`MAX_MESSAGE_ID_BYTES`]. A cut id ends in a digest of the whole one, so two long
+/// ids that share a prefix stay apart (dead letters are deduplicated by id).
+pub fn printable_id(id: &str) -> String {
+    const DIGEST_CHARS: usize = 17;
+    let mut escaped = String::with_capacity(id.len());
+    for c in id.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    if escaped.len() <= MAX_MESSAGE_ID_BYTES {
+        return escaped;
+    }
+    let mut cut = MAX_MESSAGE_ID_BYTES - DIGEST_CHARS;
+    while !escaped.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = Sha256::digest(id.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}~{hex}", &escaped[..cut])
+}
+
+/// `Herald-Not-Before` (Unix milliseconds): `Ok(None)` when absent. Herald writes at most
+/// the topic's longest delay after publication; anything unparseable or further ahead (a
+/// native publisher's value) cannot be honoured and makes the message undeliverable rather
+/// than parking it for centuries or delivering it early.
+pub fn not_before(value: Option<&str>, published_ms: i64) -> Result<Option<i64>, DeliveryError> {
+    let Some(value) = value else { return Ok(None) };
+    let nb = value.trim().parse::<i64>().map_err(|_| {
+        DeliveryError::Undeliverable(format!(
+            "Herald-Not-Before {:?} is not a Unix time in milliseconds",
+            printable_id(value)
+        ))
+    })?;
+    if nb.saturating_sub(published_ms) > MAX_NOT_BEFORE_AHEAD_MS {
+        return Err(DeliveryError::Undeliverable(format!(
+            "Herald-Not-Before {nb} is more than {} s after publication",
+            MAX_NOT_BEFORE_AHEAD_MS / 1000
+        )));
+    }
+    Ok(Some(nb))
+}
+
+/// How long a message must still wait (zero when due), bounded by the largest delay.
+pub fn remaining_delay(not_before_ms: i64, now_ms: i64) -> Duration {
+    let wait = not_before_ms
+        .saturating_sub(now_ms)
+        .clamp(0, MAX_NOT_BEFORE_AHEAD_MS);
+    Duration::from_millis(wait.unsigned_abs())
 }
 
 fn header<'a>(message: &'a jetstream::Message, name: &str) -> Option<&'a str> {
@@ -241,9 +323,19 @@ fn header<'a>(message: &'a jetstream::Message, name: &str) -> Option<&'a str> {
         .map(|v| v.as_str())
 }
 
-/// `"3600s"`, `"1h"`-less: Herald writes seconds; integers are seconds too.
-fn parse_ttl(v: &str) -> Option<u64> {
-    v.trim().trim_end_matches('s').parse().ok()
+/// `Nats-TTL`: Herald writes `"3600s"`; native publishers may also send plain seconds or
+/// `m`/`h` units. Bounded by the largest topic TTL (the value is shown to subscribers and
+/// written back as `Nats-TTL` on replay); `never` and anything else fall back to the topic's.
+pub fn parse_ttl(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (digits, unit) = match v.char_indices().last() {
+        Some((i, 's')) => (&v[..i], 1),
+        Some((i, 'm')) => (&v[..i], 60),
+        Some((i, 'h')) => (&v[..i], 3600),
+        _ => (v, 1),
+    };
+    let n: u64 = digits.parse().ok()?;
+    Some(n.saturating_mul(unit).min(MAX_MESSAGE_TTL_SECS))
 }
 
 /// The message's `Herald-Attr-*` headers; nothing is allocated when it has none.
@@ -295,28 +387,61 @@ pub fn notification(
 }
 
 /// Zaqar's `post_data`: the template with the string `"$zaqar_message$"` replaced by the
-/// message.
+/// message. Zaqar's own form is a string, in which the literal `"$zaqar_message$"` (quotes
+/// included) is replaced and the result sent as it is; Herald also takes a JSON value.
 pub fn apply_template(template: &Value, message: &str) -> String {
-    template.to_string().replace("\"$zaqar_message$\"", message)
+    const PLACEHOLDER: &str = "\"$zaqar_message$\"";
+    match template {
+        Value::String(text) => text.replace(PLACEHOLDER, message),
+        other => other.to_string().replace(PLACEHOLDER, message),
+    }
 }
 
 /// Standard Webhooks signature headers. A `whsec_`-prefixed secret is base64; any other
 /// secret is used as raw bytes.
-pub fn signature_headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> HeaderMap {
+///
+/// # Errors
+/// [`DeliveryError::Undeliverable`] when the message id cannot be an HTTP header value.
+pub fn signature_headers(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<HeaderMap, DeliveryError> {
     let key = secret
         .strip_prefix("whsec_")
         .and_then(|b| B64.decode(b).ok())
         .unwrap_or_else(|| secret.as_bytes().to_vec());
+    // HMAC takes keys of any length: this cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
     let sig = B64.encode(mac.finalize().into_bytes());
+    let webhook_id = HeaderValue::from_str(id).map_err(|_| {
+        DeliveryError::Undeliverable(format!(
+            "the message id {:?} cannot be a webhook-id header",
+            printable_id(id)
+        ))
+    })?;
     let mut h = HeaderMap::new();
-    let value = |s: String| HeaderValue::from_str(&s).expect("ASCII header value");
-    h.insert("webhook-id", value(id.to_owned()));
-    h.insert("webhook-timestamp", value(timestamp.to_string()));
-    h.insert("webhook-signature", value(format!("v1,{sig}")));
-    h
+    h.insert("webhook-id", webhook_id);
+    // Digits and base64 are always valid header values.
+    h.insert("webhook-timestamp", HeaderValue::from(timestamp));
+    h.insert(
+        "webhook-signature",
+        HeaderValue::from_str(&format!("v1,{sig}")).expect("base64 is a valid header value"),
+    );
+    Ok(h)
+}
+
+/// What the message itself must satisfy for this subscriber, checked before any attempt.
+fn check_deliverable(target: &Target, body: &[u8]) -> Result<(), DeliveryError> {
+    if matches!(target.subscriber, Subscriber::Email { .. }) && std::str::from_utf8(body).is_err() {
+        return Err(DeliveryError::Undeliverable(
+            "the message body is not UTF-8 text and cannot be sent by email".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Delivers one message to the target's subscriber and settles it with JetStream.
@@ -348,13 +473,20 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
         let _ = message.ack_with(AckKind::Term).await;
         return Outcome::Skipped;
     };
-    let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+    let published_ms =
+        i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
     let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
     target.lag.set(info.pending as f64);
-    let id = header(message, HEADER_ID)
+    let raw_id = header(message, HEADER_ID)
         .or_else(|| header(message, async_nats::header::NATS_MESSAGE_ID.as_ref()))
+        .filter(|id| !id.is_empty())
         .map(str::to_owned)
         .unwrap_or_else(|| derived_id(&[&target.stream, &stream_seq.to_string()]));
+    // An id that cannot be passed on is recorded in its printable form.
+    let (id, id_ok) = match check_message_id(&raw_id) {
+        Ok(()) => (raw_id, Ok(())),
+        Err(e) => (printable_id(&raw_id), Err(e)),
+    };
     tracing::Span::current().record("message_id", id.as_str());
 
     if target.sub.is_expired(now)
@@ -373,19 +505,27 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
             return Outcome::Filtered;
         }
     }
-    let not_before = header(message, HEADER_NOT_BEFORE).and_then(|v| v.parse::<i64>().ok());
+    let ttl = header(message, HEADER_TTL)
+        .and_then(parse_ttl)
+        .unwrap_or(target.default_ttl);
+    let not_before = match not_before(header(message, HEADER_NOT_BEFORE), published_ms) {
+        Ok(nb) => nb,
+        Err(e) => {
+            let attempt = attempt_number(delivered, published_ms, None);
+            return fail(deps, target, message, &id, attempt, ttl, e).await;
+        }
+    };
     if let Some(nb) = not_before {
-        let wait = nb - now.timestamp_millis();
-        if wait > 0 {
-            let wait = Duration::from_millis(wait as u64);
+        let wait = remaining_delay(nb, now.timestamp_millis());
+        if !wait.is_zero() {
             let _ = message.ack_with(AckKind::Nak(Some(wait))).await;
             return Outcome::Deferred(wait);
         }
     }
     let attempt = attempt_number(delivered, published_ms, not_before);
-    let ttl = header(message, HEADER_TTL)
-        .and_then(parse_ttl)
-        .unwrap_or(target.default_ttl);
+    if let Err(e) = id_ok.and_then(|()| check_deliverable(target, &message.payload)) {
+        return fail(deps, target, message, &id, attempt, ttl, e).await;
+    }
     let payload = notification(
         &message.payload,
         ttl,
@@ -399,7 +539,7 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
     match result {
         Ok(()) => {
             let _ = message.ack().await;
-            let latency = (now.timestamp_millis() - published_ms).max(0) as f64 / 1e3;
+            let latency = now.timestamp_millis().saturating_sub(published_ms).max(0) as f64 / 1e3;
             target.metrics.latency.record(latency);
             Outcome::Delivered
         }
@@ -455,6 +595,7 @@ async fn fail(
             };
         }
     }
+    let source_seq = message.info().map_or(0, |i| i.stream_sequence);
     let letter = DeadLetter {
         message_id: id.to_owned(),
         body: serde_json::from_slice(&message.payload).unwrap_or_else(|_| {
@@ -468,7 +609,7 @@ async fn fail(
     let sub = &target.sub;
     if let Err(e) = deps
         .store
-        .add_dead_letter(&sub.project, &sub.topic, &sub.id, &letter)
+        .add_dead_letter(&sub.project, &sub.topic, &sub.id, source_seq, &letter)
         .await
     {
         tracing::warn!(error = %e, "dead letter not recorded yet; message kept");
@@ -514,7 +655,12 @@ async fn send(
             let body = Bytes::from(body);
             let mut headers = webhook::extra_headers(options.get("post_headers"))?;
             if let Some(secret) = options.get("secret").and_then(Value::as_str) {
-                headers.extend(signature_headers(secret, id, Utc::now().timestamp(), &body));
+                headers.extend(signature_headers(
+                    secret,
+                    id,
+                    Utc::now().timestamp(),
+                    &body,
+                )?);
             }
             if matches!(target.subscriber, Subscriber::Trust { .. }) {
                 let token = target.sub.delegated_token.as_deref().ok_or_else(|| {
@@ -554,6 +700,12 @@ async fn send(
                 .await
         }
         Subscriber::Nats { subject } => {
+            let id = id.parse::<async_nats::HeaderValue>().map_err(|_| {
+                DeliveryError::Undeliverable(format!(
+                    "the message id {:?} cannot be a NATS header",
+                    printable_id(id)
+                ))
+            })?;
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(HEADER_ID, id);
             for (name, value) in &attributes.0 {
@@ -652,10 +804,144 @@ mod tests {
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
             br#"{"test": 2432232314}"#,
-        );
+        )
+        .unwrap();
         assert_eq!(
             h["webhook-signature"],
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+    }
+
+    #[test]
+    fn a_string_post_data_is_zaqars_form_and_is_sent_as_it_is() {
+        let t = json!(r#"{"event": "$zaqar_message$", "note": "raw"}"#);
+        let out: Value = serde_json::from_str(&apply_template(&t, r#"{"body":1}"#)).unwrap();
+        assert_eq!(out, json!({"event": {"body": 1}, "note": "raw"}));
+        assert_eq!(
+            apply_template(&json!("no placeholder"), "{}"),
+            "no placeholder"
+        );
+    }
+
+    #[test]
+    fn message_ids_with_control_characters_are_undeliverable_not_a_panic() {
+        for bad in ["a\u{1}b", "tab\there", "lone\rcr", "nl\nx", "del\u{7f}"] {
+            let err = check_message_id(bad).unwrap_err();
+            assert!(err.is_permanent(), "{bad:?}");
+            assert!(err.to_string().contains("control characters"), "{err}");
+            assert!(!printable_id(bad).chars().any(char::is_control));
+        }
+        check_message_id("order-42").unwrap();
+        check_message_id("заказ-42").unwrap();
+        assert!(check_message_id(&"x".repeat(MAX_MESSAGE_ID_BYTES + 1)).is_err());
+        let (long_a, long_b) = ("x".repeat(2000) + "a", "x".repeat(2000) + "b");
+        assert_ne!(printable_id(&long_a), printable_id(&long_b));
+        assert!(printable_id(&long_a).len() <= MAX_MESSAGE_ID_BYTES);
+        assert_eq!(printable_id("a\u{1}b"), "a\\u{1}b");
+        assert!(signature_headers("s", "a\u{1}b", 1, b"{}").is_err());
+    }
+
+    #[test]
+    fn not_before_beyond_the_longest_delay_or_unparseable_is_undeliverable() {
+        let published = 1_700_000_000_000;
+        assert_eq!(not_before(None, published).unwrap(), None);
+        assert_eq!(
+            not_before(Some("1700000005000"), published).unwrap(),
+            Some(1_700_000_005_000)
+        );
+        for bad in [
+            "9223372036854775807",
+            "abc",
+            "",
+            "1e9",
+            "99999999999999999999",
+        ] {
+            let err = not_before(Some(bad), published).unwrap_err();
+            assert!(err.is_permanent(), "{bad:?}");
+        }
+        // Far in the past is simply due.
+        let past = not_before(Some("-9223372036854775808"), published).unwrap();
+        assert_eq!(remaining_delay(past.unwrap(), published), Duration::ZERO);
+        assert_eq!(
+            remaining_delay(i64::MAX, i64::MIN),
+            Duration::from_millis(960_000)
+        );
+    }
+
+    #[test]
+    fn nats_ttl_values_are_parsed_and_bounded() {
+        assert_eq!(parse_ttl("3600s"), Some(3600));
+        assert_eq!(parse_ttl("120"), Some(120));
+        assert_eq!(parse_ttl("2h"), Some(7200));
+        assert_eq!(parse_ttl("never"), None);
+        assert_eq!(
+            parse_ttl("18446744073709551615h"),
+            Some(MAX_MESSAGE_TTL_SECS)
+        );
+        assert_eq!(parse_ttl(""), None);
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn signature_headers_never_panic_and_sign_every_acceptable_id(
+                secret in ".*", id in ".*", ts in any::<i64>(), body in proptest::collection::vec(any::<u8>(), 0..256)
+            ) {
+                match signature_headers(&secret, &id, ts, &body) {
+                    Ok(h) => {
+                        prop_assert_eq!(h["webhook-id"].as_bytes(), id.as_bytes());
+                        prop_assert!(h["webhook-signature"].to_str().unwrap().starts_with("v1,"));
+                    }
+                    Err(e) => prop_assert!(e.is_permanent()),
+                }
+                if check_message_id(&id).is_ok() {
+                    prop_assert!(signature_headers(&secret, &id, ts, &body).is_ok());
+                    prop_assert!(id.parse::<async_nats::HeaderValue>().is_ok());
+                }
+                prop_assert!(check_message_id(&printable_id(&id)).is_ok());
+            }
+
+            #[test]
+            fn notifications_are_always_json_with_the_given_fields(
+                body in proptest::collection::vec(any::<u8>(), 0..256), ttl in any::<u64>(), topic in ".*", id in ".*"
+            ) {
+                let n: Value = serde_json::from_str(&notification(&body, ttl, &topic, &id, &Attributes::default())).unwrap();
+                prop_assert_eq!(n["ttl"].as_u64(), Some(ttl));
+                prop_assert_eq!(n["topic_name"].as_str(), Some(topic.as_str()));
+                prop_assert_eq!(n["message_id"].as_str(), Some(id.as_str()));
+                let templated = apply_template(&json!({"m": "$zaqar_message$"}), &n.to_string());
+                prop_assert!(serde_json::from_str::<Value>(&templated).is_ok());
+            }
+
+            #[test]
+            fn not_before_never_overflows_and_never_parks_beyond_the_longest_delay(
+                value in prop_oneof![any::<i64>().prop_map(|v| v.to_string()), ".*"],
+                published in any::<i64>(), now in any::<i64>()
+            ) {
+                match not_before(Some(&value), published) {
+                    Ok(Some(nb)) => {
+                        prop_assert!(nb.saturating_sub(published) <= MAX_NOT_BEFORE_AHEAD_MS);
+                        prop_assert!(remaining_delay(nb, now) <= Duration::from_millis(MAX_NOT_BEFORE_AHEAD_MS as u64));
+                        let _ = attempt_number(now, published, Some(nb));
+                    }
+                    Ok(None) => prop_assert!(false, "a present header is never absent"),
+                    Err(e) => prop_assert!(e.is_permanent()),
+                }
+            }
+
+            #[test]
+            fn ttl_and_attempt_arithmetic_never_panic(value in ".*", delivered in any::<i64>(), published in any::<i64>()) {
+                if let Some(ttl) = parse_ttl(&value) {
+                    prop_assert!(ttl <= MAX_MESSAGE_TTL_SECS);
+                }
+                prop_assert!(attempt_number(delivered, published, None) >= 1);
+            }
+        }
     }
 }

@@ -77,19 +77,22 @@ impl Store {
             .await
     }
 
-    /// Records a dead letter (idempotent per subscription and message id).
+    /// Records a dead letter, idempotent per subscription and topic-stream message
+    /// (`source_seq`): not per message id, which publishers choose and may repeat (and a
+    /// replayed message that fails again within the duplicate window would be dropped).
     pub async fn add_dead_letter(
         &self,
         project: &ProjectId,
         topic: &TopicName,
         subscription: &str,
+        source_seq: u64,
         letter: &DeadLetter,
     ) -> Result<(), StoreError> {
         self.dead_letter_stream().await?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
-            format!("{subscription}:{}", letter.message_id).as_str(),
+            format!("{subscription}:{source_seq}").as_str(),
         );
         let payload = serde_json::to_vec(letter).expect("a dead letter serialises");
         self.js

@@ -18,4 +18,5 @@ mod subscription_changes;
 mod subscriptions;
 mod topics;
 mod undecodable;
+mod undeliverable;
 mod user_messages;

@@ -262,6 +262,65 @@ async fn patch_error_cases_answer_415_400_404_and_409() {
 }
 
 #[tokio::test]
+async fn patch_replaces_a_reserved_key_that_was_never_stored() {
+    // Arrange
+    let app = spawn_app().await;
+    app.put_topic("t", None).await;
+    // Act
+    let res = app
+        .patch_topic(
+            "t",
+            json!([
+                {"op": "replace", "path": "/metadata/_default_message_ttl", "value": 120},
+                {"op": "replace", "path": "/metadata/_default_message_delay", "value": 5}
+            ]),
+        )
+        .await;
+    // Assert
+    let doc = json_with(res, 200).await;
+    assert_eq!(doc["_default_message_ttl"], 120);
+    assert_eq!(doc["_default_message_delay"], 5);
+    let stored = json_with(app.get_topic("t").await, 200).await;
+    assert_eq!(stored["_default_message_ttl"], 120);
+    assert_eq!(
+        stored["_max_messages_post_size"], 262144,
+        "defaults still shown"
+    );
+    // A user key that was never stored still cannot be replaced.
+    json_with(
+        app.patch_topic(
+            "t",
+            json!([{"op": "replace", "path": "/metadata/missing", "value": 1}]),
+        )
+        .await,
+        409,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn patch_paths_deeper_than_metadata_key_are_400_not_409() {
+    // Arrange
+    let app = spawn_app().await;
+    app.put_topic("t", Some(json!({"a": {"b": 1}}))).await;
+    for op in [
+        json!({"op": "add", "path": "/metadata/a/b", "value": 2}),
+        json!({"op": "replace", "path": "/metadata/a/b", "value": 2}),
+        json!({"op": "remove", "path": "/metadata/a/b"}),
+        json!({"op": "add", "path": "/metadata/x/y/z", "value": 2}),
+    ] {
+        // Act
+        let body = json_with(app.patch_topic("t", json!([op])).await, 400).await;
+        // Assert
+        assert_eq!(body["title"], "Invalid API request", "{op}");
+    }
+    assert_eq!(
+        json_with(app.get_topic("t").await, 200).await["a"],
+        json!({"b": 1})
+    );
+}
+
+#[tokio::test]
 async fn concurrent_patches_never_lose_an_update_silently() {
     let app = spawn_app().await;
     app.put_topic("t", None).await;
