@@ -79,6 +79,14 @@ pub struct Config {
     pub delivery_max_in_flight: usize,
     /// Smallest subscription `ttl` accepted, in seconds (60 as in Zaqar; tests lower it).
     pub min_subscription_ttl: u64,
+    /// Kannel's sendsms URL (`http://host:13013/cgi-bin/sendsms`) for `sms:` subscribers.
+    pub sms_gateway_url: Option<String>,
+    pub sms_gateway_user: Option<String>,
+    pub sms_gateway_password: Option<String>,
+    /// Sender (`from`) of every SMS; the gateway's default when unset.
+    pub sms_from: Option<String>,
+    /// Most parts one SMS may be split into; longer texts are permanent failures.
+    pub sms_max_parts: usize,
 }
 
 impl Default for Config {
@@ -115,6 +123,11 @@ impl Default for Config {
             delivery_timeout_ms: 10_000,
             delivery_max_in_flight: 256,
             min_subscription_ttl: 60,
+            sms_gateway_url: None,
+            sms_gateway_user: None,
+            sms_gateway_password: None,
+            sms_from: None,
+            sms_max_parts: 3,
         }
     }
 }
@@ -220,6 +233,15 @@ impl Config {
         if self.message_ttl == 0 {
             return Err(invalid("message_ttl", "must be positive"));
         }
+        // A concatenated SMS carries an 8-bit part counter.
+        if !(1..=255).contains(&self.sms_max_parts) {
+            return Err(invalid("sms_max_parts", "must be 1..=255"));
+        }
+        if let Some(url) = &self.sms_gateway_url {
+            if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                return Err(invalid("sms_gateway_url", "must be an http(s) URL"));
+            }
+        }
         Ok(())
     }
 
@@ -289,6 +311,17 @@ impl fmt::Debug for Config {
             .field("delivery_timeout_ms", &self.delivery_timeout_ms)
             .field("delivery_max_in_flight", &self.delivery_max_in_flight)
             .field("min_subscription_ttl", &self.min_subscription_ttl)
+            .field(
+                "sms_gateway_url",
+                &self.sms_gateway_url.as_deref().map(mask_url),
+            )
+            .field("sms_gateway_user", &self.sms_gateway_user)
+            .field(
+                "sms_gateway_password",
+                &format_args!("{}", mask(&self.sms_gateway_password)),
+            )
+            .field("sms_from", &self.sms_from)
+            .field("sms_max_parts", &self.sms_max_parts)
             .finish()
     }
 }
@@ -345,10 +378,12 @@ mod tests {
         let c = Config {
             nats_password: Some("hunter2".into()),
             smtp_url: Some("smtp://u:pw@127.0.0.1:25".into()),
+            sms_gateway_password: Some("kannel-pw".into()),
             ..Config::default()
         };
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("kannel-pw"));
         assert!(!printed.contains("pw@"));
         assert!(printed.contains("u:***@127.0.0.1:25"));
     }

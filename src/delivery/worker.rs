@@ -25,7 +25,7 @@ use super::{
     email::{Email, DEFAULT_SUBJECT},
     nats,
     outcome::{DeliveryError, Outcome},
-    user_messages, webhook, Deps,
+    sms, user_messages, webhook, Deps,
 };
 use crate::{
     domain::{RetryPolicy, Subscriber, TopicName},
@@ -509,6 +509,15 @@ async fn send(
                 deps.config.delivery_timeout(),
             )
             .await
+        }
+        Subscriber::Sms { number } => {
+            let gateway = deps.outbound.sms.as_ref().ok_or_else(|| {
+                DeliveryError::Misconfigured(
+                    "no SMS gateway configured (HERALD_SMS_GATEWAY_URL)".into(),
+                )
+            })?;
+            let text = sms::text(options.get("sms_template"), &payload)?;
+            gateway.send(number, &text).await
         }
     }
 }
