@@ -80,10 +80,15 @@ pub struct Config {
     /// Smallest subscription `ttl` accepted, in seconds (60 as in Zaqar; tests lower it).
     pub min_subscription_ttl: u64,
     /// Kannel's sendsms URL (`http://host:13013/cgi-bin/sendsms`) for `sms:` subscribers.
+    /// An empty value means unset, as for the other `sms_*` strings (compose passes `""`).
+    #[serde(default, deserialize_with = "de_non_empty")]
     pub sms_gateway_url: Option<String>,
+    #[serde(default, deserialize_with = "de_non_empty")]
     pub sms_gateway_user: Option<String>,
+    #[serde(default, deserialize_with = "de_non_empty")]
     pub sms_gateway_password: Option<String>,
     /// Sender (`from`) of every SMS; the gateway's default when unset.
+    #[serde(default, deserialize_with = "de_non_empty")]
     pub sms_from: Option<String>,
     /// Most parts one SMS may be split into; longer texts are permanent failures.
     pub sms_max_parts: usize,
@@ -154,6 +159,11 @@ fn de_cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Err
                 .map_err(|_| serde::de::Error::custom(format!("invalid CIDR {s:?}")))
         })
         .collect()
+}
+
+/// An optional string where `""` means unset.
+fn de_non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -369,6 +379,31 @@ mod tests {
             let c = Config::load(None).expect("loads");
             assert_eq!(c.nats_url, "nats://127.0.0.1:4333");
             assert_eq!(c.outbound_allow.len(), 1);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn sms_settings_load_from_the_environment_and_empty_means_unset() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_SMS_GATEWAY_URL", "");
+            jail.set_env("HERALD_SMS_GATEWAY_USER", "herald");
+            jail.set_env("HERALD_SMS_MAX_PARTS", "5");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.sms_gateway_url, None);
+            assert_eq!(c.sms_gateway_user.as_deref(), Some("herald"));
+            assert_eq!(c.sms_max_parts, 5);
+            jail.set_env("HERALD_SMS_GATEWAY_URL", "127.0.0.1:13013");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("sms_gateway_url"), "{err}");
+            jail.set_env(
+                "HERALD_SMS_GATEWAY_URL",
+                "http://127.0.0.1:13013/cgi-bin/sendsms",
+            );
+            jail.set_env("HERALD_SMS_MAX_PARTS", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("sms_max_parts"), "{err}");
             Ok(())
         });
     }
