@@ -35,3 +35,24 @@ ensure_nats_server() {
   export NATS_SERVER_BIN
   log "using $("$NATS_SERVER_BIN" --version) at $NATS_SERVER_BIN"
 }
+
+# Installs Kannel (bearerbox, smsbox), the real SMS gateway the SMS tests run against, when
+# it is missing (Debian/Ubuntu package `kannel`; sudo only when not root). The package
+# starts a system bearerbox on install (admin port 13000); the tests use their own ports,
+# but a freshly installed service is stopped and disabled so it does not linger.
+ensure_kannel() {
+  if [ -x /usr/sbin/bearerbox ] && [ -x /usr/sbin/smsbox ]; then
+    return
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  log "installing kannel (apt-get)"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends kannel
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    "${sudo[@]}" systemctl disable --now kannel >/dev/null 2>&1 || true
+  else
+    "${sudo[@]}" service kannel stop >/dev/null 2>&1 || true
+    "${sudo[@]}" update-rc.d kannel disable >/dev/null 2>&1 || true
+  fi
+}

@@ -98,6 +98,19 @@ pub struct Config {
     pub delivery_max_in_flight: usize,
     /// Smallest subscription `ttl` accepted, in seconds (60 as in Zaqar; tests lower it).
     pub min_subscription_ttl: u64,
+    /// Kannel's sendsms URL (`http://host:13013/cgi-bin/sendsms`) for `sms:` subscribers.
+    /// An empty value means unset, as for the other `sms_*` strings (compose passes `""`).
+    #[serde(default, deserialize_with = "de_non_empty")]
+    pub sms_gateway_url: Option<String>,
+    #[serde(default, deserialize_with = "de_non_empty")]
+    pub sms_gateway_user: Option<String>,
+    #[serde(default, deserialize_with = "de_non_empty")]
+    pub sms_gateway_password: Option<String>,
+    /// Sender (`from`) of every SMS; the gateway's default when unset.
+    #[serde(default, deserialize_with = "de_non_empty")]
+    pub sms_from: Option<String>,
+    /// Most parts one SMS may be split into; longer texts are permanent failures.
+    pub sms_max_parts: usize,
 }
 
 impl Default for Config {
@@ -139,6 +152,11 @@ impl Default for Config {
             delivery_timeout_ms: 10_000,
             delivery_max_in_flight: 256,
             min_subscription_ttl: 60,
+            sms_gateway_url: None,
+            sms_gateway_user: None,
+            sms_gateway_password: None,
+            sms_from: None,
+            sms_max_parts: 3,
         }
     }
 }
@@ -178,6 +196,10 @@ const MAX_RETRY_DELAY_UNIT_MS: u64 = 60_000;
 const MAX_MESSAGE_TTL_SECS: u64 = 3_153_600_000;
 /// Subscription `ttl`s are accepted up to `i32::MAX` seconds.
 const MAX_MIN_SUBSCRIPTION_TTL_SECS: u64 = i32::MAX as u64;
+/// An optional string where `""` means unset.
+fn de_non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -279,6 +301,15 @@ impl Config {
                 "max_subscriptions_per_topic",
                 "must be 1..=2147483647",
             ));
+        }
+        // A concatenated SMS carries an 8-bit part counter.
+        if !(1..=255).contains(&self.sms_max_parts) {
+            return Err(invalid("sms_max_parts", "must be 1..=255"));
+        }
+        if let Some(url) = &self.sms_gateway_url {
+            if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                return Err(invalid("sms_gateway_url", "must be an http(s) URL"));
+            }
         }
         Ok(())
     }
@@ -387,6 +418,17 @@ impl fmt::Debug for Config {
             .field("delivery_timeout_ms", &self.delivery_timeout_ms)
             .field("delivery_max_in_flight", &self.delivery_max_in_flight)
             .field("min_subscription_ttl", &self.min_subscription_ttl)
+            .field(
+                "sms_gateway_url",
+                &self.sms_gateway_url.as_deref().map(mask_url),
+            )
+            .field("sms_gateway_user", &self.sms_gateway_user)
+            .field(
+                "sms_gateway_password",
+                &format_args!("{}", mask(&self.sms_gateway_password)),
+            )
+            .field("sms_from", &self.sms_from)
+            .field("sms_max_parts", &self.sms_max_parts)
             .finish()
     }
 }
@@ -457,6 +499,31 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn sms_settings_load_from_the_environment_and_empty_means_unset() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_SMS_GATEWAY_URL", "");
+            jail.set_env("HERALD_SMS_GATEWAY_USER", "herald");
+            jail.set_env("HERALD_SMS_MAX_PARTS", "5");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.sms_gateway_url, None);
+            assert_eq!(c.sms_gateway_user.as_deref(), Some("herald"));
+            assert_eq!(c.sms_max_parts, 5);
+            jail.set_env("HERALD_SMS_GATEWAY_URL", "127.0.0.1:13013");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("sms_gateway_url"), "{err}");
+            jail.set_env(
+                "HERALD_SMS_GATEWAY_URL",
+                "http://127.0.0.1:13013/cgi-bin/sendsms",
+            );
+            jail.set_env("HERALD_SMS_MAX_PARTS", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("sms_max_parts"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn loopback_and_private_allow_entries_are_risky() {
         let allow = |s: &[&str]| Config {
             outbound_allow: s.iter().map(|n| n.parse().unwrap()).collect(),
@@ -479,12 +546,14 @@ mod tests {
             nats_delivery_password: Some("delivery-pw".into()),
             nats_delivery_token: Some("delivery-tok".into()),
             smtp_url: Some("smtp://u:pw@127.0.0.1:25".into()),
+            sms_gateway_password: Some("kannel-pw".into()),
             ..Config::default()
         };
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2"));
         assert!(!printed.contains("delivery-pw"));
         assert!(!printed.contains("delivery-tok"));
+        assert!(!printed.contains("kannel-pw"));
         assert!(!printed.contains("pw@"));
         assert!(printed.contains("u:***@127.0.0.1:25"));
     }

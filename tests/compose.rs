@@ -140,3 +140,42 @@ fn compose_heralds_authenticate_as_the_users_of_their_nats_config_with_a_separat
         );
     }
 }
+
+#[test]
+fn the_sms_profile_adds_a_kannel_gateway_herald_can_point_at() {
+    let doc = load("docker-compose.yml");
+    let kannel = &doc["services"]["kannel"];
+    assert_eq!(
+        kannel["profiles"],
+        serde_yaml::from_str::<Value>("[sms]").unwrap(),
+        "kannel runs only with --profile sms"
+    );
+    let context = kannel["build"]["context"].as_str().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(context);
+    for file in ["Dockerfile", "kannel.conf", "start.sh"] {
+        assert!(dir.join(file).is_file(), "{context}/{file} missing");
+    }
+    let conf = std::fs::read_to_string(dir.join("kannel.conf")).unwrap();
+    assert!(conf.contains("smsc = loopback"), "try-out SMSC is loopback");
+    assert!(conf.contains("sendsms-port = 13013"));
+    assert!(kannel["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|p| p.as_str() == Some("127.0.0.1:13013:13013")));
+    // Herald has no gateway unless HERALD_SMS_GATEWAY_URL is set, and then it uses the
+    // credentials kannel.conf defines.
+    let env = &doc["services"]["herald"]["environment"];
+    assert_eq!(env["HERALD_SMS_GATEWAY_URL"], "${HERALD_SMS_GATEWAY_URL:-}");
+    for (var, conf_line) in [
+        ("HERALD_SMS_GATEWAY_USER", "username = \"herald\""),
+        (
+            "HERALD_SMS_GATEWAY_PASSWORD",
+            "password = \"change-me-kannel\"",
+        ),
+    ] {
+        assert!(conf.contains(conf_line), "kannel.conf lacks {conf_line}");
+        let default = conf_line.split('"').nth(1).unwrap();
+        assert_eq!(env[var], format!("${{{var}:-{default}}}").as_str());
+    }
+}

@@ -77,6 +77,7 @@ pub struct SubscriptionOut {
     pub id: String,
     /// The topic.
     pub source: String,
+    /// `http(s)://…`, `mailto:…`, `trust+http(s)://…`, `nats:{subject}` or `sms:+{E.164}`.
     pub subscriber: String,
     pub ttl: u64,
     /// Seconds since creation.
@@ -224,7 +225,7 @@ fn send_confirmation(state: &AppState, sub: Subscription, unsubscribe: bool) {
 /// Subscribe to a topic.
 #[utoipa::path(post, path = "/v2/topics/{name}/subscriptions", tag = "subscriptions",
     params(("name" = String, Path)),
-    request_body(content = Object, description = "{\"subscriber\": uri, \"ttl\"?: seconds, \"options\"?: {\"_retry_policy\"?, \"post_headers\"?, \"post_data\"?, \"secret\"?, \"ordered\"?, \"from\"?, \"subject\"?, \"filter_policy\"?: SNS filter policy, \"filter_policy_scope\"?: \"MessageAttributes\" | \"MessageBody\"}}"),
+    request_body(content = Object, description = "{\"subscriber\": uri, \"ttl\"?: seconds, \"options\"?: {\"_retry_policy\"?, \"post_headers\"?, \"post_data\"?, \"secret\"?, \"ordered\"?, \"from\"?, \"subject\"?, \"sms_template\"?, \"filter_policy\"?: SNS filter policy, \"filter_policy_scope\"?: \"MessageAttributes\" | \"MessageBody\"}}. Subscriber schemes (protocol for `_allowed_subscribe_protocols`): `http(s)://…` (webhook), `mailto:…` (email), `trust+http(s)://…` (trust), `nats:{subject}` (nats), `sms:+{E.164}` (sms: `+` then 8 to 15 digits, the first not 0; not allowed unless the topic lists `sms`; text from `options.sms_template` with `$zaqar_message$`, else the body)."),
     responses((status = 201, body = SubscriptionCreatedOut, headers(("Location" = String))),
         (status = 400, body = ErrorOut), (status = 403, body = ErrorOut), (status = 404, body = ErrorOut),
         (status = 409, body = ErrorOut), (status = 503, body = ErrorOut)))]

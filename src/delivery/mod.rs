@@ -8,13 +8,14 @@
 //! [`RESYNC_PERIOD`] is the safety net (and picks up topic policy changes).
 //!
 //! Layout: `worker` (pull loop and `deliver_one`), `outcome`, one module per protocol
-//! (`webhook`, `email`, `nats`), `confirm` (subscription confirmations) and
+//! (`webhook`, `email`, `nats`, `sms`), `confirm` (subscription confirmations) and
 //! `user_messages` (the dead-letter notice to the project).
 
 pub mod confirm;
 pub mod email;
 pub mod nats;
 pub mod outcome;
+pub mod sms;
 pub mod user_messages;
 pub mod webhook;
 pub mod worker;
@@ -51,11 +52,12 @@ pub struct Outbound {
     /// The separate NATS connection `nats:` deliveries go out on; only in processes that
     /// run workers (see [`Outbound::connect_nats`]).
     pub nats: Option<nats::NatsTransport>,
+    pub sms: Option<sms::SmsGateway>,
 }
 
 impl Outbound {
     /// # Errors
-    /// When `smtp_url` is set but unusable.
+    /// When `smtp_url` or `sms_gateway_url` is set but unusable.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let webhook = webhook::WebhookClient::new(
             webhook::AddressGuard::new(config.outbound_allow.clone()),
@@ -66,9 +68,11 @@ impl Outbound {
             .as_deref()
             .map(|url| email::Mailer::new(url, &config.mail_from, config.delivery_timeout()))
             .transpose()?;
+        let sms = sms::SmsGateway::from_config(config)?;
         Ok(Self {
             webhook,
             mailer,
+            sms,
             nats: None,
         })
     }

@@ -56,6 +56,9 @@ pub enum DeliveryError {
     Refused(String),
     #[error("SMTP relay: {message}")]
     Smtp { message: String, permanent: bool },
+    /// The SMS gateway refused (4xx: permanent) or failed (5xx, unreachable: retry).
+    #[error("SMS gateway: {message}")]
+    Gateway { message: String, permanent: bool },
     #[error("nobody answered the NATS request on {0}")]
     NoReply(String),
     /// The subscription cannot be delivered as configured (e.g. no SMTP relay, bad header).
@@ -80,7 +83,7 @@ impl DeliveryError {
             | Self::Refused(_)
             | Self::Misconfigured(_)
             | Self::Undeliverable(_) => true,
-            Self::Smtp { permanent, .. } => *permanent,
+            Self::Smtp { permanent, .. } | Self::Gateway { permanent, .. } => *permanent,
             Self::Timeout(_) | Self::Connect(_) | Self::NoReply(_) => false,
         }
     }

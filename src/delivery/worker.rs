@@ -24,7 +24,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{
     email::{Email, DEFAULT_SUBJECT},
     outcome::{DeliveryError, Outcome},
-    user_messages, webhook, Deps,
+    sms, user_messages, webhook, Deps,
 };
 use crate::{
     domain::{
@@ -725,6 +725,15 @@ async fn send(
                     deps.config.delivery_timeout(),
                 )
                 .await
+        }
+        Subscriber::Sms { number } => {
+            let gateway = deps.outbound.sms.as_ref().ok_or_else(|| {
+                DeliveryError::Misconfigured(
+                    "no SMS gateway configured (HERALD_SMS_GATEWAY_URL)".into(),
+                )
+            })?;
+            let text = sms::text(options.get("sms_template"), &payload)?;
+            gateway.send(number, &text).await
         }
     }
 }

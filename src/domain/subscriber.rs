@@ -1,5 +1,5 @@
-//! A subscriber URI (`http(s)://`, `mailto:`, `trust+http(s)://`, `nats:{subject}`), parsed
-//! once into the protocol it is delivered with.
+//! A subscriber URI (`http(s)://`, `mailto:`, `trust+http(s)://`, `nats:{subject}`,
+//! `sms:+{E.164}`), parsed once into the protocol it is delivered with.
 
 use std::fmt;
 
@@ -25,6 +25,8 @@ pub enum Subscriber {
     },
     /// `nats:{subject}`: a NATS request; any reply acks it.
     Nats { subject: String },
+    /// `sms:+{E.164}`: a text message through the SMS gateway; `number` keeps the `+`.
+    Sms { number: String },
 }
 
 impl Subscriber {
@@ -67,8 +69,11 @@ impl Subscriber {
                     subject: subject.to_owned(),
                 })
             }
+            "sms" => Ok(Self::Sms {
+                number: e164(&raw["sms:".len()..]).map_err(&bad)?,
+            }),
             _ => Err(bad(
-                "the scheme must be http, https, mailto, trust+http, trust+https or nats.",
+                "the scheme must be http, https, mailto, trust+http, trust+https, nats or sms.",
             )),
         }
     }
@@ -79,6 +84,7 @@ impl Subscriber {
             Self::Trust { .. } => Protocol::Trust,
             Self::Email { .. } => Protocol::Email,
             Self::Nats { .. } => Protocol::Nats,
+            Self::Sms { .. } => Protocol::Sms,
         }
     }
 
@@ -144,6 +150,18 @@ fn http_url(raw: &str) -> Result<Url, &'static str> {
     Ok(url)
 }
 
+/// An E.164 number: `+`, then 8 to 15 digits, the first not 0 (no spaces or dashes).
+fn e164(raw: &str) -> Result<String, &'static str> {
+    let digits = raw.strip_prefix('+').unwrap_or_default();
+    let ok = (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if !ok {
+        return Err("expected sms:+ and an E.164 number (8 to 15 digits, the first not 0).");
+    }
+    Ok(raw.to_owned())
+}
+
 fn percent_decode(s: &str) -> String {
     form_urlencoded::parse(format!("a={}", s.replace('+', "%2B")).as_bytes())
         .next()
@@ -158,6 +176,7 @@ impl fmt::Display for Subscriber {
             Self::Trust { url } => write!(f, "trust+{url}"),
             Self::Email { address, .. } => write!(f, "mailto:{address}"),
             Self::Nats { subject } => write!(f, "nats:{subject}"),
+            Self::Sms { number } => write!(f, "sms:{number}"),
         }
     }
 }
@@ -174,6 +193,7 @@ mod tests {
             ("trust+https://example.com/t", Protocol::Trust),
             ("mailto:ops@example.com?subject=Hi%20there", Protocol::Email),
             ("nats:alerts.orders", Protocol::Nats),
+            ("sms:+15551234567", Protocol::Sms),
         ];
         for (raw, protocol) in cases {
             assert_eq!(
@@ -287,6 +307,22 @@ mod tests {
     }
 
     #[test]
+    fn sms_numbers_are_e164_at_both_length_bounds() {
+        for ok in [
+            "sms:+12345678",
+            "sms:+123456789012345",
+            "SMS:+4915112345678",
+        ] {
+            let Subscriber::Sms { number } = Subscriber::parse(ok).unwrap() else {
+                panic!("{ok} is not sms");
+            };
+            assert_eq!(format!("sms:{number}"), ok.to_ascii_lowercase());
+        }
+        let err = Subscriber::parse("sms:+0123456789").unwrap_err();
+        assert!(err.0.starts_with("Invalid subscriber"), "{err}");
+    }
+
+    #[test]
     fn malformed_subscribers_are_refused() {
         for bad in [
             "",
@@ -301,6 +337,14 @@ mod tests {
             "nats:_INBOX.x",
             "nats:herald.topics.p.t",
             "example.com",
+            "sms:",
+            "sms:15551234567",
+            "sms:+0155512345",
+            "sms:+1234567",
+            "sms:+1234567890123456",
+            "sms:+1 555 123 4567",
+            "sms:+1555-123-4567",
+            "sms:+1555123456a",
         ] {
             assert!(Subscriber::parse(bad).is_err(), "{bad:?} accepted");
         }

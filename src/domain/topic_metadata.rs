@@ -17,10 +17,23 @@ pub enum Protocol {
     Email,
     Trust,
     Nats,
+    /// *Herald*: `sms:+{E.164}` through the SMS gateway; never allowed by default.
+    Sms,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [Self::Email, Self::Webhook, Self::Trust, Self::Nats];
+    pub const ALL: [Protocol; 5] = [
+        Self::Email,
+        Self::Webhook,
+        Self::Trust,
+        Self::Nats,
+        Self::Sms,
+    ];
+
+    /// Allowed when a topic sets no `_allowed_subscribe_protocols`: Zaqar's email, webhook,
+    /// trust plus Herald's nats. SMS costs money per message, so a topic must opt in.
+    pub const DEFAULT_ALLOWED: [Protocol; 4] =
+        [Self::Email, Self::Webhook, Self::Trust, Self::Nats];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -28,6 +41,7 @@ impl Protocol {
             Self::Email => "email",
             Self::Trust => "trust",
             Self::Nats => "nats",
+            Self::Sms => "sms",
         }
     }
 
@@ -61,7 +75,7 @@ impl TopicMetadata {
             for p in string_list("_allowed_subscribe_protocols", v)? {
                 if Protocol::parse(p).is_none() {
                     return Err(Invalid(format!(
-                        "_allowed_subscribe_protocols: unknown protocol {p:?} (expected email, webhook, trust or nats)."
+                        "_allowed_subscribe_protocols: unknown protocol {p:?} (expected email, webhook, trust, nats or sms)."
                     )));
                 }
             }
@@ -100,7 +114,10 @@ impl TopicMetadata {
         fill("_default_message_delay", 0.into());
         fill(
             "_allowed_subscribe_protocols",
-            Value::from(vec!["email", "webhook", "trust", "nats"]),
+            Protocol::DEFAULT_ALLOWED
+                .iter()
+                .map(|p| Value::from(p.as_str()))
+                .collect(),
         );
         fill(
             "_retry_policy",
@@ -141,8 +158,7 @@ impl TopicMetadata {
     pub fn allows_protocol(&self, protocol: Protocol) -> bool {
         match self.list("_allowed_subscribe_protocols") {
             Some(list) => list.contains(&protocol.as_str()),
-            // Zaqar's default is email, webhook, trust; Herald adds nats.
-            None => true,
+            None => Protocol::DEFAULT_ALLOWED.contains(&protocol),
         }
     }
 
@@ -231,7 +247,7 @@ mod tests {
                 "_allowed_subscribe_projects",
             ),
             (
-                json!({"_allowed_subscribe_protocols": ["sms"]}),
+                json!({"_allowed_subscribe_protocols": ["fax"]}),
                 "_allowed_subscribe_protocols",
             ),
             (
@@ -263,6 +279,18 @@ mod tests {
         assert!(m.allows_protocol(Protocol::Webhook));
         assert!(!m.allows_protocol(Protocol::Email));
         assert!(TopicMetadata::default().allows_protocol(Protocol::Nats));
+    }
+
+    #[test]
+    fn sms_must_be_listed_to_be_allowed() {
+        assert!(!TopicMetadata::default().allows_protocol(Protocol::Sms));
+        assert_eq!(
+            TopicMetadata::default().with_defaults()["_allowed_subscribe_protocols"],
+            json!(["email", "webhook", "trust", "nats"])
+        );
+        let m = TopicMetadata::parse(json!({"_allowed_subscribe_protocols": ["sms", "webhook"]}))
+            .unwrap();
+        assert!(m.allows_protocol(Protocol::Sms));
     }
 
     #[test]
