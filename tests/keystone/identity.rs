@@ -282,8 +282,9 @@ async fn an_expired_token_is_refused_although_the_cache_would_keep_it_longer() {
     let admin = Admin::shared().await;
     let (app, _) = herald(&admin, |c| c.token_cache_seconds = 300).await;
     let user = admin.user(None, &["member"]).await;
-    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(4);
-    let token = admin.expiring_token(&user, expires_at).await;
+    let (token, expires_at) = admin
+        .expiring_token(&user, chrono::Utc::now() + chrono::Duration::seconds(4))
+        .await;
 
     // Act
     let before = v2(&app, Method::GET, "/v2/topics", Some(&token)).await;
@@ -351,15 +352,23 @@ async fn herald_obtains_a_new_service_token_when_keystone_revoked_its_own() {
     let fresh = admin.token(&user).await;
     let before = validations(&app);
 
-    // Act
-    let res = v2(&app, Method::GET, "/v2/topics", Some(&fresh)).await;
+    // Act: Keystone's revocation events have one-second resolution, so a service token
+    // issued in the second of the revocation is refused too; Herald re-authenticates on
+    // each refusal (once per request) until its new token is accepted.
+    eventually(
+        Duration::from_secs(10),
+        "a new service token to work",
+        || async {
+            let r = v2(&app, Method::GET, "/v2/topics", Some(&fresh)).await;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
 
     // Assert
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        validations(&app) - before,
-        2,
-        "refused once, then validated with a new service token"
+    assert!(
+        validations(&app) - before >= 2,
+        "refused at least once, then validated with a new service token"
     );
 }
 

@@ -244,12 +244,19 @@ impl Admin {
         if let Some(id) = found["projects"][0]["id"].as_str() {
             return id.to_owned();
         }
-        self.call(
-            reqwest::Method::POST,
-            "/projects",
-            Some(json!({"project": {"name": name, "domain_id": "default"}})),
-        )
-        .await["project"]["id"]
+        let created = self
+            .http
+            .post(format!("{}/v3/projects", self.url))
+            .header("X-Auth-Token", &self.token)
+            .json(&json!({"project": {"name": name, "domain_id": "default"}}))
+            .send()
+            .await
+            .unwrap();
+        if created.status() == 409 {
+            // A concurrent test made it first.
+            return Box::pin(self.project(name)).await;
+        }
+        created.json::<Value>().await.unwrap()["project"]["id"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -358,13 +365,14 @@ impl Admin {
         assert_eq!(res.status(), 204, "revocation");
     }
 
-    /// A token of `user` that expires at `expires_at`: issued through an application
-    /// credential with that expiry (Keystone caps the token's `expires_at` at it).
+    /// A token of `user` that expires at about `expires_at`: issued through an application
+    /// credential with that expiry (Keystone caps the token's `expires_at` at it). Returns
+    /// the token and its `expires_at` as Keystone says.
     pub async fn expiring_token(
         &self,
         user: &User,
         expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> String {
+    ) -> (String, chrono::DateTime<chrono::Utc>) {
         let http = &self.http;
         let user_token = self.token(user).await;
         let res = http
@@ -394,10 +402,17 @@ impl Admin {
             .await
             .unwrap();
         assert_eq!(res.status(), 201, "application credential token");
-        res.headers()["x-subject-token"]
+        let token = res.headers()["x-subject-token"]
             .to_str()
             .unwrap()
-            .to_owned()
+            .to_owned();
+        let body: Value = res.json().await.unwrap();
+        let expires_at = body["token"]["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (token, expires_at)
     }
 }
 
