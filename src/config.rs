@@ -410,6 +410,34 @@ mod tests {
     }
 
     #[test]
+    fn keystone_mode_needs_its_service_user_and_a_valid_role_map() {
+        let mut c = Config {
+            auth_mode: AuthMode::Keystone,
+            keystone_url: Some("http://127.0.0.1:5000".into()),
+            keystone_user: Some("herald".into()),
+            keystone_password: Some("pw".into()),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "keystone_project",
+                ..
+            })
+        ));
+        c.keystone_project = Some("service".into());
+        c.validate().unwrap();
+        c.keystone_role_map = "operator=root".into();
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "keystone_role_map",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn secrets_are_masked_in_the_printed_config() {
         let c = Config {
             nats_password: Some("hunter2".into()),
