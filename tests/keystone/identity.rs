@@ -91,6 +91,28 @@ async fn a_missing_or_unknown_token_is_a_401_with_a_keystone_challenge_in_each_f
 }
 
 #[tokio::test]
+async fn a_token_scoped_to_a_domain_rather_than_a_project_is_a_401() {
+    // Arrange
+    let admin = Admin::shared().await;
+    let (app, _) = herald(&admin, |_| {}).await;
+    let user = admin.user(None, &["member"]).await;
+    let token = admin.domain_token(&user, "member").await;
+
+    // Act
+    let on_v2 = v2(&app, Method::GET, "/v2/topics", Some(&token)).await;
+    let on_v3 = v3(&app, Method::GET, "/v3/messages", Some(&token)).await;
+
+    // Assert
+    challenge(&on_v2, &admin);
+    let body = json_with(on_v2, 401).await;
+    assert!(
+        body["description"].as_str().unwrap().contains("project"),
+        "{body}"
+    );
+    assert_eq!(json_with(on_v3, 401).await["unauthorized"]["code"], 401);
+}
+
+#[tokio::test]
 async fn a_member_works_in_its_own_project_and_cannot_see_or_pick_another() {
     // Arrange
     let admin = Admin::shared().await;

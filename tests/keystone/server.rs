@@ -353,6 +353,33 @@ impl Admin {
         .unwrap()
     }
 
+    /// A token of `user` scoped to the Default domain (after granting `role` on it).
+    pub async fn domain_token(&self, user: &User, role: &str) -> String {
+        let role_id = self.role(role).await;
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/domains/default/users/{}/roles/{role_id}", user.id),
+            None,
+        )
+        .await;
+        let res = self
+            .http
+            .post(format!("{}/v3/auth/tokens?nocatalog", self.url))
+            .json(&json!({"auth": {
+                "identity": {"methods": ["password"], "password": {"user": {
+                    "id": user.id, "password": user.password}}},
+                "scope": {"domain": {"name": "Default"}},
+            }}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "domain-scoped token");
+        res.headers()["x-subject-token"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn revoke(&self, token: &str) {
         let res = self
             .http
