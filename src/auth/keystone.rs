@@ -383,7 +383,38 @@ struct ExpiryOut {
 
 #[cfg(test)]
 mod tests {
+    use moka::Expiry;
+
     use super::*;
+
+    fn valid(expires_in: chrono::Duration) -> Validation {
+        Validation::Valid(Arc::new(TokenInfo {
+            user_id: "u".into(),
+            project: ProjectId::parse("p").unwrap(),
+            roles: vec![Role::Member],
+            expires_at: Utc::now() + expires_in,
+        }))
+    }
+
+    #[test]
+    fn an_entry_lives_at_most_the_cache_time_and_never_past_the_tokens_expiry() {
+        let lifetime = Lifetime {
+            max: Duration::from_secs(300),
+        };
+        let ttl = |v: &Validation| {
+            lifetime
+                .expire_after_create(&"t".to_owned(), v, Instant::now())
+                .unwrap()
+        };
+        assert_eq!(
+            ttl(&valid(chrono::Duration::hours(1))),
+            Duration::from_secs(300)
+        );
+        let short = ttl(&valid(chrono::Duration::seconds(10)));
+        assert!(short <= Duration::from_secs(10) && short > Duration::from_secs(8));
+        assert_eq!(ttl(&valid(chrono::Duration::seconds(-5))), Duration::ZERO);
+        assert_eq!(ttl(&Validation::Invalid), INVALID_CACHE);
+    }
 
     #[test]
     fn standard_roles_map_to_themselves_and_the_map_adds_others() {
