@@ -56,3 +56,23 @@ ensure_kannel() {
     "${sudo[@]}" update-rc.d kannel disable >/dev/null 2>&1 || true
   fi
 }
+
+KEYSTONE_VENV="$HERALD_ROOT/.venv-keystone"
+KEYSTONE_REQUIREMENTS="$HERALD_ROOT/scripts/requirements-keystone.txt"
+
+# Keystone (tests/keystone, scripts/keystone-dev) in a venv of its own: its oslo pins would
+# fight the test peers in .venv. Reinstalls when requirements-keystone.txt changed.
+ensure_keystone() {
+  if [ ! -x "$KEYSTONE_VENV/bin/python" ]; then
+    log "creating $KEYSTONE_VENV"
+    python3 -m venv "$KEYSTONE_VENV"
+  fi
+  local stamp="$KEYSTONE_VENV/.requirements.sha"
+  local want
+  want="$(sha256sum "$KEYSTONE_REQUIREMENTS" | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing pinned Keystone from scripts/requirements-keystone.txt"
+    "$KEYSTONE_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$KEYSTONE_REQUIREMENTS"
+    echo "$want" > "$stamp"
+  fi
+}

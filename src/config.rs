@@ -18,6 +18,8 @@ pub enum AuthMode {
     Noauth,
     /// `X-Auth-Token` looked up in the tokens file.
     Tokens,
+    /// `X-Auth-Token` validated against Keystone (`keystone_*` keys).
+    Keystone,
 }
 
 /// Which subjects a project's `nats:` subscribers may target.
@@ -65,6 +67,23 @@ pub struct Config {
     pub replicas: usize,
     pub auth_mode: AuthMode,
     pub tokens_file: Option<PathBuf>,
+    /// Keystone's base URL (`http://host:5000`, without `/v3`), for `auth_mode = keystone`.
+    pub keystone_url: Option<String>,
+    /// Herald's service user, which needs the `service` (or `admin`) role on
+    /// `keystone_project` to validate tokens.
+    pub keystone_user: Option<String>,
+    pub keystone_password: Option<String>,
+    pub keystone_project: Option<String>,
+    pub keystone_user_domain: String,
+    pub keystone_project_domain: String,
+    /// Other Keystone role names mapped to Herald's roles: `"operator=admin,viewer=reader"`.
+    /// `reader`, `member` and `admin` always map to themselves; other roles are ignored.
+    pub keystone_role_map: String,
+    /// Upper bound of one request to Keystone, in milliseconds.
+    pub keystone_timeout_ms: u64,
+    /// How long a validated token is trusted without asking Keystone again (never past the
+    /// token's own expiry): a revoked token keeps working for up to this long.
+    pub token_cache_seconds: u64,
     /// Make the `Client-ID` header mandatory on `/v2`, as Zaqar does.
     pub require_client_id: bool,
     /// Largest accepted request body, in bytes.
@@ -131,6 +150,15 @@ impl Default for Config {
             replicas: 1,
             auth_mode: AuthMode::Noauth,
             tokens_file: None,
+            keystone_url: None,
+            keystone_user: None,
+            keystone_password: None,
+            keystone_project: None,
+            keystone_user_domain: "Default".into(),
+            keystone_project_domain: "Default".into(),
+            keystone_role_map: String::new(),
+            keystone_timeout_ms: 3000,
+            token_cache_seconds: 300,
             require_client_id: false,
             max_body_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
@@ -244,6 +272,31 @@ impl Config {
         if self.auth_mode == AuthMode::Tokens && self.tokens_file.is_none() {
             return Err(invalid("tokens_file", "required when auth_mode = tokens"));
         }
+        if self.auth_mode == AuthMode::Keystone {
+            let required: [(&'static str, &Option<String>); 4] = [
+                ("keystone_url", &self.keystone_url),
+                ("keystone_user", &self.keystone_user),
+                ("keystone_password", &self.keystone_password),
+                ("keystone_project", &self.keystone_project),
+            ];
+            for (field, value) in required {
+                if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    return Err(invalid(field, "required when auth_mode = keystone"));
+                }
+            }
+            let url = self.keystone_url.as_deref().unwrap_or_default();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "keystone_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            crate::auth::parse_role_map(&self.keystone_role_map)
+                .map_err(|reason| invalid("keystone_role_map", &reason))?;
+            if self.keystone_timeout_ms == 0 {
+                return Err(invalid("keystone_timeout_ms", "must be positive"));
+            }
+        }
         if self.require_confirmation && self.signed_url_secret.is_none() {
             return Err(invalid(
                 "signed_url_secret",
@@ -316,6 +369,10 @@ impl Config {
 
     pub fn nats_timeout(&self) -> Duration {
         Duration::from_millis(self.nats_timeout_ms)
+    }
+
+    pub fn keystone_timeout(&self) -> Duration {
+        Duration::from_millis(self.keystone_timeout_ms)
     }
 
     pub fn retry_delay_unit(&self) -> Duration {
@@ -394,6 +451,18 @@ impl fmt::Debug for Config {
             .field("replicas", &self.replicas)
             .field("auth_mode", &self.auth_mode)
             .field("tokens_file", &self.tokens_file)
+            .field("keystone_url", &self.keystone_url)
+            .field("keystone_user", &self.keystone_user)
+            .field(
+                "keystone_password",
+                &format_args!("{}", mask(&self.keystone_password)),
+            )
+            .field("keystone_project", &self.keystone_project)
+            .field("keystone_user_domain", &self.keystone_user_domain)
+            .field("keystone_project_domain", &self.keystone_project_domain)
+            .field("keystone_role_map", &self.keystone_role_map)
+            .field("keystone_timeout_ms", &self.keystone_timeout_ms)
+            .field("token_cache_seconds", &self.token_cache_seconds)
             .field("require_client_id", &self.require_client_id)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout_ms", &self.request_timeout_ms)
@@ -540,11 +609,40 @@ mod tests {
     }
 
     #[test]
+    fn keystone_mode_needs_its_service_user_and_a_valid_role_map() {
+        let mut c = Config {
+            auth_mode: AuthMode::Keystone,
+            keystone_url: Some("http://127.0.0.1:5000".into()),
+            keystone_user: Some("herald".into()),
+            keystone_password: Some("pw".into()),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "keystone_project",
+                ..
+            })
+        ));
+        c.keystone_project = Some("service".into());
+        c.validate().unwrap();
+        c.keystone_role_map = "operator=root".into();
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "keystone_role_map",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn secrets_are_masked_in_the_printed_config() {
         let c = Config {
             nats_password: Some("hunter2".into()),
             nats_delivery_password: Some("delivery-pw".into()),
             nats_delivery_token: Some("delivery-tok".into()),
+            keystone_password: Some("hunter2".into()),
             smtp_url: Some("smtp://u:pw@127.0.0.1:25".into()),
             sms_gateway_password: Some("kannel-pw".into()),
             ..Config::default()

@@ -9,9 +9,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api::{self, AppState},
-    auth::Authenticator,
+    auth::{Authenticator, Keystone},
     catalog::Catalog,
-    config::Config,
+    config::{AuthMode, Config},
     delivery::{Engine, Outbound},
     store::Store,
     telemetry,
@@ -55,8 +55,13 @@ impl Application {
         } else {
             None
         };
-        let auth = Authenticator::new(config.auth_mode, config.tokens_file.clone())
+        let mut auth = Authenticator::new(config.auth_mode, config.tokens_file.clone())
             .context("failed to load the tokens file")?;
+        if config.auth_mode == AuthMode::Keystone {
+            auth = auth.with_keystone(
+                Keystone::new(&config).context("failed to set up the Keystone client")?,
+            );
+        }
         let catalog = Catalog::load(config.catalog.as_deref())
             .context("failed to load the user messages catalog")?;
         let store = Store::connect(&config)

@@ -22,7 +22,11 @@ impl From<AuthError> for ApiError {
             AuthError::MissingProject | AuthError::InvalidProject(_) => {
                 Self::BadRequest(e.to_string())
             }
-            AuthError::MissingToken | AuthError::UnknownToken => Self::Unauthorized(e.to_string()),
+            AuthError::MissingToken | AuthError::UnknownToken | AuthError::NotProjectScoped => {
+                Self::Unauthorized(e.to_string())
+            }
+            AuthError::NoRole => Self::Forbidden(e.to_string()),
+            AuthError::IdentityUnavailable => Self::Unavailable(e.to_string()),
         }
     }
 }
@@ -54,7 +58,7 @@ impl FromRequestParts<AppState> for V2Identity {
             }
             None => {}
         }
-        Ok(Self(state.auth.resolve(&parts.headers)?))
+        Ok(Self(state.auth.resolve(&parts.headers).await?))
     }
 }
 

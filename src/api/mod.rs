@@ -98,9 +98,25 @@ pub fn router(state: AppState) -> Router {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }))
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            www_authenticate,
+        ))
         .layer(middleware::from_fn(user_messages::cinder_headers))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Every 401 tells the client where to authenticate (`auth_mode = keystone`), as
+/// keystonemiddleware does.
+async fn www_authenticate(State(state): State<AppState>, mut res: Response) -> Response {
+    if res.status() == StatusCode::UNAUTHORIZED {
+        if let Some(keystone) = state.auth.keystone() {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, keystone.challenge().clone());
+        }
+    }
+    res
 }
 
 /// Is this path served with Cinder's error shape?

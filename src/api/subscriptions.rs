@@ -203,6 +203,11 @@ fn delegation(state: &AppState, identity: &Identity) -> Result<String, ApiError>
                 "trust subscriptions need a token marked \"delegable\" in the tokens file.".into(),
             )
         }),
+        // Keystone trusts (design.md, issue 12 part 2) are not built yet: refuse rather than
+        // hand the caller's own, short-lived token to a subscriber.
+        AuthMode::Keystone => Err(ApiError::Forbidden(
+            "trust subscriptions are not yet supported with auth_mode = keystone.".into(),
+        )),
         // Cinder's noauth token form.
         AuthMode::Noauth => Ok(format!(
             "{}:{}",
@@ -472,7 +477,7 @@ async fn confirm_project(
 ) -> Result<ProjectId, ApiError> {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::trim);
     let Some(signature) = h("url-signature") else {
-        return Ok(state.auth.resolve(headers)?.project);
+        return Ok(state.auth.resolve(headers).await?.project);
     };
     let secret = state
         .config

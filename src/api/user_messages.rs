@@ -270,8 +270,12 @@ impl From<AuthError> for CinderError {
             AuthError::MissingProject | AuthError::InvalidProject(_) => {
                 CinderError::bad_request(e.to_string())
             }
-            AuthError::MissingToken | AuthError::UnknownToken => {
+            AuthError::MissingToken | AuthError::UnknownToken | AuthError::NotProjectScoped => {
                 CinderError::new(StatusCode::UNAUTHORIZED, e.to_string())
+            }
+            AuthError::NoRole => CinderError::forbidden(e.to_string()),
+            AuthError::IdentityUnavailable => {
+                CinderError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
         }
     }
@@ -315,7 +319,7 @@ impl FromRequestParts<AppState> for Scope {
     type Rejection = CinderError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, CinderError> {
-        let identity = state.auth.resolve(&parts.headers)?;
+        let identity = state.auth.resolve(&parts.headers).await?;
         let version = parts
             .extensions
             .get::<Microversion>()

@@ -158,6 +158,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Project sent as `X-Project-ID` by the helpers.
     pub project: String,
+    /// The running Herald's authenticator (its Keystone client counts validations).
+    pub auth: Option<herald::auth::Authenticator>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -194,6 +196,7 @@ pub async fn spawn_app_on(nats: NatsServer, configure: impl FnOnce(&mut Config))
         project: format!("proj{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         shutdown: CancellationToken::new(),
         task: None,
+        auth: None,
     };
     app.start().await;
     app
@@ -216,6 +219,7 @@ impl TestApp {
             .await
             .expect("herald starts");
         self.address = format!("http://127.0.0.1:{}", app.port());
+        self.auth = Some(app.state().auth.clone());
         self.shutdown = CancellationToken::new();
         let token = self.shutdown.clone();
         self.task = Some(tokio::spawn(async move {

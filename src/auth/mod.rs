@@ -1,5 +1,8 @@
-//! Who is calling: [`Identity`] resolved from headers (`noauth`) or from the tokens file
-//! (`tokens`). The API wraps it in extractors that reject with each family's error type.
+//! Who is calling: [`Identity`] resolved from headers (`noauth`), from the tokens file
+//! (`tokens`) or by Keystone (`keystone`, in [`keystone`]). The API wraps it in extractors
+//! that reject with each family's error type.
+
+pub mod keystone;
 
 use std::{
     collections::HashMap,
@@ -11,6 +14,8 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use crate::{config::AuthMode, domain::ProjectId};
+
+pub use keystone::{parse_role_map, Keystone};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +70,12 @@ pub enum AuthError {
     MissingToken,
     #[error("Authentication failed: the token is not valid.")]
     UnknownToken,
+    #[error("Authentication failed: the token is not scoped to a project.")]
+    NotProjectScoped,
+    #[error("The token carries no role Herald knows (reader, member, admin, or one mapped by keystone_role_map).")]
+    NoRole,
+    #[error("The identity service is not reachable right now; retry later.")]
+    IdentityUnavailable,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +127,7 @@ pub struct Authenticator {
     mode: AuthMode,
     path: Option<PathBuf>,
     tokens: Arc<RwLock<Arc<HashMap<String, TokenEntry>>>>,
+    keystone: Option<Keystone>,
 }
 
 fn load_tokens(path: &Path) -> Result<HashMap<String, TokenEntry>, TokensError> {
@@ -154,7 +166,18 @@ impl Authenticator {
             mode,
             path,
             tokens: Arc::new(RwLock::new(Arc::new(tokens))),
+            keystone: None,
         })
+    }
+
+    /// Resolves identities with Keystone (`auth_mode = keystone`).
+    pub fn with_keystone(mut self, keystone: Keystone) -> Self {
+        self.keystone = Some(keystone);
+        self
+    }
+
+    pub fn keystone(&self) -> Option<&Keystone> {
+        self.keystone.as_ref()
     }
 
     /// Re-reads the tokens file; on error the previous tokens stay in force.
@@ -172,7 +195,54 @@ impl Authenticator {
         Ok(n)
     }
 
-    pub fn resolve(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+    pub async fn resolve(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
+        match &self.keystone {
+            Some(keystone) => Self::resolve_keystone(keystone, headers).await,
+            None => self.resolve_local(headers),
+        }
+    }
+
+    async fn resolve_keystone(
+        keystone: &Keystone,
+        headers: &HeaderMap,
+    ) -> Result<Identity, AuthError> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let token = header("x-auth-token").ok_or(AuthError::MissingToken)?;
+        let info = match keystone.validate(token).await {
+            Ok(keystone::Validation::Valid(info)) => info,
+            Ok(keystone::Validation::Invalid) => return Err(AuthError::UnknownToken),
+            Ok(keystone::Validation::NotProjectScoped) => return Err(AuthError::NotProjectScoped),
+            Err(e) => {
+                tracing::warn!(error.cause_chain = ?e, error.message = %e, "token validation failed");
+                return Err(AuthError::IdentityUnavailable);
+            }
+        };
+        if info.roles.is_empty() {
+            return Err(AuthError::NoRole);
+        }
+        let is_admin = info.roles.contains(&Role::Admin);
+        let project = match header("x-project-id") {
+            Some(p) if is_admin => {
+                ProjectId::parse(p).map_err(|e| AuthError::InvalidProject(e.0))?
+            }
+            _ => info.project.clone(),
+        };
+        Ok(Identity {
+            user_id: Some(info.user_id.clone()),
+            project,
+            roles: info.roles.clone(),
+            delegable_token: None,
+        })
+    }
+
+    /// `noauth` and `tokens`: resolved from the request alone.
+    fn resolve_local(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -209,7 +279,8 @@ impl Authenticator {
                     delegable_token: None,
                 })
             }
-            AuthMode::Tokens => {
+            // Without a Keystone client (`resolve` uses it when configured) no token is known.
+            AuthMode::Tokens | AuthMode::Keystone => {
                 let token = header("x-auth-token").ok_or(AuthError::MissingToken)?;
                 let tokens = self.tokens.read().expect("tokens lock poisoned").clone();
                 let entry = tokens.get(token).ok_or(AuthError::UnknownToken)?;
@@ -254,7 +325,7 @@ mod tests {
     fn noauth_reads_project_user_and_roles_from_headers() {
         let a = Authenticator::new(AuthMode::Noauth, None).unwrap();
         let id = a
-            .resolve(&headers(&[
+            .resolve_local(&headers(&[
                 ("x-project-id", "p1"),
                 ("x-user-id", "u1"),
                 ("x-roles", "reader,admin"),
@@ -264,7 +335,7 @@ mod tests {
         assert_eq!(id.user_id.as_deref(), Some("u1"));
         assert!(id.is_admin());
         assert_eq!(
-            a.resolve(&HeaderMap::new()).unwrap_err(),
+            a.resolve_local(&HeaderMap::new()).unwrap_err(),
             AuthError::MissingProject
         );
     }
@@ -273,7 +344,7 @@ mod tests {
     fn noauth_accepts_cinders_user_colon_project_token() {
         let a = Authenticator::new(AuthMode::Noauth, None).unwrap();
         let id = a
-            .resolve(&headers(&[("x-auth-token", "alice:proj9")]))
+            .resolve_local(&headers(&[("x-auth-token", "alice:proj9")]))
             .unwrap();
         assert_eq!(id.project.as_str(), "proj9");
         assert_eq!(id.user_id.as_deref(), Some("alice"));
@@ -290,7 +361,7 @@ mod tests {
         .unwrap();
         let a = Authenticator::new(AuthMode::Tokens, Some(f.path().to_owned())).unwrap();
         let id = a
-            .resolve(&headers(&[
+            .resolve_local(&headers(&[
                 ("x-auth-token", "t1"),
                 ("x-project-id", "other"),
             ]))
@@ -301,11 +372,12 @@ mod tests {
             "a non-admin cannot pick another project"
         );
         assert_eq!(
-            a.resolve(&HeaderMap::new()).unwrap_err(),
+            a.resolve_local(&HeaderMap::new()).unwrap_err(),
             AuthError::MissingToken
         );
         assert_eq!(
-            a.resolve(&headers(&[("x-auth-token", "t2")])).unwrap_err(),
+            a.resolve_local(&headers(&[("x-auth-token", "t2")]))
+                .unwrap_err(),
             AuthError::UnknownToken
         );
         std::fs::write(
@@ -315,7 +387,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.reload().unwrap(), 1);
         let id = a
-            .resolve(&headers(&[("x-auth-token", "t2"), ("x-project-id", "p3")]))
+            .resolve_local(&headers(&[("x-auth-token", "t2"), ("x-project-id", "p3")]))
             .unwrap();
         assert_eq!(id.project.as_str(), "p3", "an admin may act on any project");
         assert_eq!(id.delegable_token.as_deref(), Some("t2"));
@@ -336,6 +408,6 @@ mod tests {
         )
         .unwrap();
         assert!(a.reload().is_err());
-        assert!(a.resolve(&headers(&[("x-auth-token", "t1")])).is_ok());
+        assert!(a.resolve_local(&headers(&[("x-auth-token", "t1")])).is_ok());
     }
 }

@@ -1,0 +1,430 @@
+//! `auth_mode = keystone`: validates `X-Auth-Token` against Keystone as keystonemiddleware's
+//! auth_token does. Herald authenticates as its service user (password, project-scoped),
+//! asks `GET /v3/auth/tokens` about each caller's token and caches the answer.
+//!
+//! The cache ([`moka`]) is bounded, lock-free on reads and coalesces concurrent misses of
+//! one token into a single validation. An entry lives at most `token_cache_seconds` and
+//! never past the token's `expires_at`; a token revoked in Keystone keeps working until its
+//! entry expires (the trade-off keystonemiddleware documents). Definite "no" answers are
+//! cached too (for at most [`INVALID_CACHE`]); transport errors never are.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::http::HeaderValue;
+use chrono::{DateTime, Utc};
+use moka::future::Cache;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::Role;
+use crate::{config::Config, domain::ProjectId};
+
+/// Most validations held at once: ≈ 300 B each, so the cache stays under ≈ 30 MB.
+const CACHE_CAPACITY: u64 = 100_000;
+
+/// Longest a token Keystone rejected stays rejected without asking again. Keystone never
+/// turns a rejected token valid, so this only bounds memory held by garbage tokens.
+const INVALID_CACHE: Duration = Duration::from_secs(60);
+
+/// Herald's service token is renewed when less than this (or half its lifetime) remains.
+const SERVICE_TOKEN_RENEW_BEFORE: Duration = Duration::from_secs(120);
+
+/// What a caller's token turned out to be.
+#[derive(Debug, Clone)]
+pub(super) enum Validation {
+    Valid(Arc<TokenInfo>),
+    /// Unknown, expired or revoked (Keystone's 404).
+    Invalid,
+    /// Valid, but scoped to a domain or the system, or unscoped.
+    NotProjectScoped,
+}
+
+/// The identity a valid project-scoped token carries.
+#[derive(Debug)]
+pub(super) struct TokenInfo {
+    pub(super) user_id: String,
+    pub(super) project: ProjectId,
+    /// Herald's roles the token's roles map to (empty: none Herald knows).
+    pub(super) roles: Vec<Role>,
+    pub(super) expires_at: DateTime<Utc>,
+}
+
+/// Keystone could not answer (or refused Herald's own credentials): 503, never cached.
+#[derive(Debug, thiserror::Error)]
+pub enum KeystoneError {
+    #[error("cannot reach Keystone")]
+    Transport(#[source] reqwest::Error),
+    #[error("Keystone answered {status} to {what}")]
+    Status {
+        what: &'static str,
+        status: reqwest::StatusCode,
+    },
+    #[error("Keystone's answer to {what} is malformed")]
+    Malformed {
+        what: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
+}
+
+/// The service token and when to renew it.
+struct ServiceToken {
+    token: HeaderValue,
+    renew_at: Instant,
+}
+
+/// The Keystone client and validation cache; cloning shares both.
+#[derive(Clone)]
+pub struct Keystone(Arc<Inner>);
+
+struct Inner {
+    http: reqwest::Client,
+    tokens_url: String,
+    auth_request: serde_json::Value,
+    service: Mutex<Option<ServiceToken>>,
+    cache: Cache<String, Validation>,
+    role_map: HashMap<String, Role>,
+    challenge: HeaderValue,
+    validations: AtomicU64,
+}
+
+/// Per-entry lifetime: the cache's bound, cut short by the token's own expiry.
+struct Lifetime {
+    max: Duration,
+}
+
+impl moka::Expiry<String, Validation> for Lifetime {
+    fn expire_after_create(
+        &self,
+        _token: &String,
+        validation: &Validation,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(match validation {
+            Validation::Valid(info) => {
+                let left = (info.expires_at - Utc::now()).to_std().unwrap_or_default();
+                left.min(self.max)
+            }
+            Validation::Invalid | Validation::NotProjectScoped => self.max.min(INVALID_CACHE),
+        })
+    }
+}
+
+/// Parses `keystone_role_map` (`"operator=admin,viewer=reader"`); Keystone's own `reader`,
+/// `member` and `admin` always map to themselves.
+pub fn parse_role_map(spec: &str) -> Result<HashMap<String, Role>, String> {
+    let mut map: HashMap<String, Role> = [
+        ("reader", Role::Reader),
+        ("member", Role::Member),
+        ("admin", Role::Admin),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (keystone, herald) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not keystone_role=herald_role"))?;
+        let role = match herald.trim() {
+            "reader" => Role::Reader,
+            "member" => Role::Member,
+            "admin" => Role::Admin,
+            other => return Err(format!("{other:?} is not reader, member or admin")),
+        };
+        map.insert(keystone.trim().to_ascii_lowercase(), role);
+    }
+    Ok(map)
+}
+
+impl Keystone {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let required = |v: &Option<String>, key: &str| {
+            v.clone()
+                .ok_or_else(|| anyhow::anyhow!("{key} is required when auth_mode = keystone"))
+        };
+        let url = required(&config.keystone_url, "keystone_url")?;
+        let url = url.trim_end_matches('/').trim_end_matches("/v3").to_owned();
+        let auth_request = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": required(&config.keystone_user, "keystone_user")?,
+                "domain": {"name": config.keystone_user_domain},
+                "password": required(&config.keystone_password, "keystone_password")?,
+            }}},
+            "scope": {"project": {
+                "name": required(&config.keystone_project, "keystone_project")?,
+                "domain": {"name": config.keystone_project_domain},
+            }},
+        }});
+        let role_map = parse_role_map(&config.keystone_role_map).map_err(anyhow::Error::msg)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.keystone_timeout())
+            .timeout(config.keystone_timeout())
+            .build()?;
+        let challenge = HeaderValue::try_from(format!("Keystone uri=\"{url}\""))?;
+        let cache = Cache::builder()
+            .max_capacity(CACHE_CAPACITY)
+            .expire_after(Lifetime {
+                max: Duration::from_secs(config.token_cache_seconds),
+            })
+            .build();
+        Ok(Self(Arc::new(Inner {
+            http,
+            tokens_url: format!("{url}/v3/auth/tokens?nocatalog"),
+            auth_request,
+            service: Mutex::new(None),
+            cache,
+            role_map,
+            challenge,
+            validations: AtomicU64::new(0),
+        })))
+    }
+
+    /// `WWW-Authenticate` of every 401, telling clients where to get a token.
+    pub fn challenge(&self) -> &HeaderValue {
+        &self.0.challenge
+    }
+
+    /// Validation requests sent to Keystone so far (cache misses that reached it).
+    pub fn validations(&self) -> u64 {
+        self.0.validations.load(Ordering::Relaxed)
+    }
+
+    /// A cache hit is one lock-free lookup; a miss asks Keystone once however many
+    /// requests wait for the same token.
+    pub(super) async fn validate(&self, token: &str) -> Result<Validation, Arc<KeystoneError>> {
+        if let Some(hit) = self.0.cache.get(token).await {
+            return Ok(hit);
+        }
+        self.0
+            .cache
+            .try_get_with_by_ref(token, self.ask_keystone(token))
+            .await
+    }
+
+    #[tracing::instrument(name = "keystone_validate", skip_all)]
+    async fn ask_keystone(&self, token: &str) -> Result<Validation, KeystoneError> {
+        let Ok(subject) = HeaderValue::from_str(token) else {
+            return Ok(Validation::Invalid);
+        };
+        let mut stale = None;
+        loop {
+            let service = self.service_token(stale.as_ref()).await?;
+            self.0.validations.fetch_add(1, Ordering::Relaxed);
+            let res = self
+                .0
+                .http
+                .get(&self.0.tokens_url)
+                .header("x-auth-token", service.clone())
+                .header("x-subject-token", subject.clone())
+                .send()
+                .await
+                .map_err(|e| self.count(KeystoneError::Transport(e)))?;
+            let status = res.status();
+            let outcome = match status.as_u16() {
+                200 => {
+                    let body: TokenBody = res.json().await.map_err(|e| {
+                        self.count(KeystoneError::Malformed {
+                            what: "a token validation",
+                            source: e.into(),
+                        })
+                    })?;
+                    self.interpret(body)
+                }
+                // Unknown, expired, revoked or malformed subject token.
+                400 | 404 => Validation::Invalid,
+                // Herald's own token no longer works (revoked, or Keystone's keys rotated):
+                // obtain a new one, once.
+                401 if stale.is_none() => {
+                    stale = Some(service);
+                    continue;
+                }
+                _ => {
+                    return Err(self.count(KeystoneError::Status {
+                        what: "a token validation",
+                        status,
+                    }))
+                }
+            };
+            let label = match outcome {
+                Validation::Valid(_) => "valid",
+                Validation::Invalid | Validation::NotProjectScoped => "invalid",
+            };
+            metrics::counter!("herald_keystone_validations_total", "outcome" => label).increment(1);
+            return Ok(outcome);
+        }
+    }
+
+    fn count(&self, e: KeystoneError) -> KeystoneError {
+        metrics::counter!("herald_keystone_validations_total", "outcome" => "error").increment(1);
+        e
+    }
+
+    fn interpret(&self, body: TokenBody) -> Validation {
+        let token = body.token;
+        let Some(project) = token.project.and_then(|p| ProjectId::parse(&p.id).ok()) else {
+            return Validation::NotProjectScoped;
+        };
+        if token.expires_at <= Utc::now() {
+            return Validation::Invalid;
+        }
+        let mut roles: Vec<Role> = token
+            .roles
+            .iter()
+            .filter_map(|r| self.0.role_map.get(&r.name.to_ascii_lowercase()).copied())
+            .collect();
+        roles.sort();
+        roles.dedup();
+        Validation::Valid(Arc::new(TokenInfo {
+            user_id: token.user.id,
+            project,
+            roles,
+            expires_at: token.expires_at,
+        }))
+    }
+
+    /// Herald's own token: obtained lazily, renewed before it expires, and obtained anew
+    /// when the caller found `stale` refused. The lock makes concurrent callers share one
+    /// request to Keystone.
+    async fn service_token(
+        &self,
+        stale: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, KeystoneError> {
+        let mut current = self.0.service.lock().await;
+        if let Some(t) = current.as_ref() {
+            if Instant::now() < t.renew_at && Some(&t.token) != stale {
+                return Ok(t.token.clone());
+            }
+        }
+        let fresh = self
+            .issue_service_token()
+            .await
+            .map_err(|e| self.count(e))?;
+        let token = fresh.token.clone();
+        *current = Some(fresh);
+        Ok(token)
+    }
+
+    #[tracing::instrument(name = "keystone_service_token", skip_all)]
+    async fn issue_service_token(&self) -> Result<ServiceToken, KeystoneError> {
+        const WHAT: &str = "Herald's service user authentication";
+        let res = self
+            .0
+            .http
+            .post(&self.0.tokens_url)
+            .json(&self.0.auth_request)
+            .send()
+            .await
+            .map_err(KeystoneError::Transport)?;
+        let status = res.status();
+        if status != reqwest::StatusCode::CREATED {
+            tracing::error!(%status, "Keystone refused Herald's service user (keystone_user, keystone_password, keystone_project)");
+            return Err(KeystoneError::Status { what: WHAT, status });
+        }
+        let malformed = |source: anyhow::Error| KeystoneError::Malformed { what: WHAT, source };
+        let mut token = res
+            .headers()
+            .get("x-subject-token")
+            .cloned()
+            .ok_or_else(|| malformed(anyhow::anyhow!("no X-Subject-Token header")))?;
+        token.set_sensitive(true);
+        let body: ExpiryBody = res.json().await.map_err(|e| malformed(e.into()))?;
+        let lifetime = (body.token.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        let margin = SERVICE_TOKEN_RENEW_BEFORE.min(lifetime / 2);
+        Ok(ServiceToken {
+            token,
+            renew_at: Instant::now() + lifetime - margin,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: TokenOut,
+}
+
+#[derive(Deserialize)]
+struct TokenOut {
+    expires_at: DateTime<Utc>,
+    user: IdOut,
+    project: Option<IdOut>,
+    #[serde(default)]
+    roles: Vec<RoleOut>,
+}
+
+#[derive(Deserialize)]
+struct IdOut {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct RoleOut {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct ExpiryBody {
+    token: ExpiryOut,
+}
+
+#[derive(Deserialize)]
+struct ExpiryOut {
+    expires_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use moka::Expiry;
+
+    use super::*;
+
+    fn valid(expires_in: chrono::Duration) -> Validation {
+        Validation::Valid(Arc::new(TokenInfo {
+            user_id: "u".into(),
+            project: ProjectId::parse("p").unwrap(),
+            roles: vec![Role::Member],
+            expires_at: Utc::now() + expires_in,
+        }))
+    }
+
+    #[test]
+    fn an_entry_lives_at_most_the_cache_time_and_never_past_the_tokens_expiry() {
+        let lifetime = Lifetime {
+            max: Duration::from_secs(300),
+        };
+        let ttl = |v: &Validation| {
+            lifetime
+                .expire_after_create(&"t".to_owned(), v, Instant::now())
+                .unwrap()
+        };
+        assert_eq!(
+            ttl(&valid(chrono::Duration::hours(1))),
+            Duration::from_secs(300)
+        );
+        let short = ttl(&valid(chrono::Duration::seconds(10)));
+        assert!(short <= Duration::from_secs(10) && short > Duration::from_secs(8));
+        assert_eq!(ttl(&valid(chrono::Duration::seconds(-5))), Duration::ZERO);
+        assert_eq!(ttl(&Validation::Invalid), INVALID_CACHE);
+    }
+
+    #[test]
+    fn standard_roles_map_to_themselves_and_the_map_adds_others() {
+        let map = parse_role_map("operator=admin, viewer=reader").unwrap();
+        assert_eq!(map["member"], Role::Member);
+        assert_eq!(map["operator"], Role::Admin);
+        assert_eq!(map["viewer"], Role::Reader);
+        assert!(!map.contains_key("service"));
+        assert!(parse_role_map("operator").is_err());
+        assert!(parse_role_map("operator=root").is_err());
+        assert_eq!(parse_role_map("").unwrap().len(), 3);
+    }
+}
