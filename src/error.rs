@@ -19,6 +19,10 @@ use crate::{
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// A request document that is well-formed JSON but not a valid one (Zaqar's
+    /// `HTTPBadRequestBody`, e.g. a bad JSON-patch operation).
+    #[error("{0}")]
+    BadRequestBody(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -46,7 +50,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::BadRequestBody(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -65,6 +69,7 @@ impl ApiError {
     pub fn title(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "Invalid API request",
+            Self::BadRequestBody(_) => "Invalid request body",
             Self::Unauthorized(_) | Self::Forbidden(_) => "Not authorized",
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed(_) => "Method not allowed",

@@ -209,7 +209,7 @@ async fn get_topic(
 
 /// Validates one Zaqar JSON-patch operation.
 fn check_patch_op(op: &Value) -> Result<(), ApiError> {
-    let bad = |m: &str| Err(ApiError::BadRequest(m.to_owned()));
+    let bad = |m: &str| Err(ApiError::BadRequestBody(m.to_owned()));
     let Some(obj) = op.as_object() else {
         return bad("Each patch operation must be a JSON object.");
     };

@@ -312,7 +312,7 @@ async fn patch_paths_deeper_than_metadata_key_are_400_not_409() {
         // Act
         let body = json_with(app.patch_topic("t", json!([op])).await, 400).await;
         // Assert
-        assert_eq!(body["title"], "Invalid API request", "{op}");
+        assert_eq!(body["title"], "Invalid request body", "{op}");
     }
     assert_eq!(
         json_with(app.get_topic("t").await, 200).await["a"],
