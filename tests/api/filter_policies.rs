@@ -4,43 +4,15 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use herald::{
-    domain::{ProjectId, TopicName},
-    store::topics::stream_name,
-};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::{
-    helpers::{eventually, json_with, TestApp},
+    helpers::json_with,
     peers::{spawn_delivery_app, Receiver},
 };
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// Waits until the subscription's consumer has settled every message of the topic.
-async fn settled(app: &TestApp, topic: &str, id: &str) {
-    let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
-    let stream = stream_name(
-        &ProjectId::parse(&app.project).unwrap(),
-        &TopicName::parse(topic).unwrap(),
-    );
-    eventually(WAIT, "the consumer to settle every message", || {
-        let (js, stream) = (js.clone(), stream.clone());
-        async move {
-            let mut s = js.get_stream(&stream).await.ok()?;
-            let last = s.info().await.ok()?.state.last_sequence;
-            let c = s
-                .get_consumer::<jetstream::consumer::pull::Config>(id)
-                .await
-                .ok()?;
-            let i = c.cached_info();
-            (i.ack_floor.stream_sequence >= last && i.num_ack_pending == 0 && i.num_pending == 0)
-                .then_some(())
-        }
-    })
-    .await;
-}
 
 fn bodies(receiver: &Receiver) -> Vec<Value> {
     receiver.received().into_iter().map(|r| r.body).collect()
@@ -77,7 +49,7 @@ async fn only_messages_whose_attributes_match_the_policy_are_delivered_with_thei
     .await;
 
     // Assert
-    settled(&app, "orders", &id).await;
+    app.settled("orders", &id).await;
     let got = bodies(&receiver);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["body"], 1);
@@ -200,7 +172,7 @@ async fn a_body_scope_policy_matches_nested_keys() {
     .await;
 
     // Assert
-    settled(&app, "t", &id).await;
+    app.settled("t", &id).await;
     let got = bodies(&receiver);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["body"]["total"], 150);
@@ -234,7 +206,7 @@ async fn a_patched_policy_applies_to_the_next_messages_and_removing_it_delivers_
     };
     publish("a", 1).await;
     publish("b", 2).await;
-    settled(&app, "t", &id).await;
+    app.settled("t", &id).await;
 
     // Act: switch the policy to "b", then remove it.
     let patch = |options: Value| {
@@ -251,11 +223,11 @@ async fn a_patched_policy_applies_to_the_next_messages_and_removing_it_delivers_
     );
     publish("a", 3).await;
     publish("b", 4).await;
-    settled(&app, "t", &id).await;
+    app.settled("t", &id).await;
     assert_eq!(patch(json!({})).await.unwrap().status(), 204);
     publish("a", 5).await;
     publish("c", 6).await;
-    settled(&app, "t", &id).await;
+    app.settled("t", &id).await;
 
     // Assert
     let mut got: Vec<u64> = bodies(&receiver)

@@ -30,30 +30,6 @@ async fn jetstream(app: &TestApp) -> jetstream::Context {
     jetstream::new(async_nats::connect(app.nats.url()).await.unwrap())
 }
 
-/// Waits until the subscription's consumer has settled (acked or terminated) every message
-/// of its topic: the event that says a message was handled, delivered or not.
-async fn settled(app: &TestApp, topic: &str, id: &str) {
-    let js = jetstream(app).await;
-    let stream = stream_of(app, topic);
-    eventually(WAIT, "the consumer to settle every message", || {
-        let (js, stream) = (js.clone(), stream.clone());
-        async move {
-            let mut s = js.get_stream(&stream).await.ok()?;
-            let last = s.info().await.ok()?.state.last_sequence;
-            let c = s
-                .get_consumer::<jetstream::consumer::pull::Config>(id)
-                .await
-                .ok()?;
-            let info = c.cached_info();
-            (info.ack_floor.stream_sequence >= last
-                && info.num_ack_pending == 0
-                && info.num_pending == 0)
-                .then_some(())
-        }
-    })
-    .await;
-}
-
 async fn publish(app: &TestApp, topic: &str, n: u64) {
     json_with(
         app.post_messages(topic, json!({"messages": [{"body": {"n": n}}]}))
@@ -95,7 +71,7 @@ async fn after_confirm_false_answers_nothing_published_reaches_the_subscriber() 
         .unwrap();
     assert_eq!(res.status(), 204);
     publish(&app, "t", 2).await;
-    settled(&app, "t", &id).await;
+    app.settled("t", &id).await;
 
     // Assert: the message was handled without reaching the subscriber.
     assert_eq!(numbers(&receiver), vec![1]);
@@ -147,7 +123,7 @@ async fn after_a_subscriber_patch_answers_the_next_message_goes_only_to_the_new_
 
     // Assert
     new.wait_for(5, WAIT).await;
-    settled(&app, "t", &id).await;
+    app.settled("t", &id).await;
     assert_eq!(numbers(&old), vec![1], "the old subscriber got nothing new");
     let mut got = numbers(&new);
     got.sort_unstable();
