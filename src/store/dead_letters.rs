@@ -178,8 +178,17 @@ impl Store {
                 if ids.is_some_and(|ids| !ids.contains(&letter.message_id)) {
                     continue;
                 }
+                // A record Herald did not write may hold an id no header can carry
+                // (async-nats asserts on CR/LF): it stays a dead letter instead.
+                let Ok(id) = letter.message_id.parse::<async_nats::HeaderValue>() else {
+                    tracing::warn!(
+                        seq = stored.seq,
+                        "dead letter id cannot be a header; not replayed"
+                    );
+                    continue;
+                };
                 let mut headers = async_nats::HeaderMap::new();
-                headers.insert(HEADER_ID, letter.message_id.as_str());
+                headers.insert(HEADER_ID, id);
                 if let Some(ttl) = letter.ttl {
                     headers.insert(HEADER_TTL, format!("{ttl}s").as_str());
                 }
