@@ -61,7 +61,8 @@ impl Scope {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttributeValue {
     String(String),
-    Number(f64),
+    /// Kept as sent, so `5` reaches subscribers as `5`, not `5.0`.
+    Number(serde_json::Number),
     Array(Vec<Value>),
 }
 
@@ -69,7 +70,7 @@ impl AttributeValue {
     fn to_json(&self) -> Value {
         match self {
             Self::String(s) => Value::String(s.clone()),
-            Self::Number(n) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
+            Self::Number(n) => Value::Number(n.clone()),
             Self::Array(a) => Value::Array(a.clone()),
         }
     }
@@ -84,9 +85,7 @@ impl AttributeValue {
     pub fn from_header(raw: &str) -> Self {
         match serde_json::from_str::<Value>(raw) {
             Ok(Value::String(s)) => Self::String(s),
-            Ok(Value::Number(n)) => n
-                .as_f64()
-                .map_or(Self::String(raw.to_owned()), Self::Number),
+            Ok(Value::Number(n)) if n.as_f64().is_some_and(f64::is_finite) => Self::Number(n),
             Ok(Value::Array(a)) if a.iter().all(|v| v.is_string() || v.is_number()) => {
                 Self::Array(a)
             }
@@ -128,11 +127,10 @@ impl Attributes {
             let value =
                 match value {
                     Value::String(s) => AttributeValue::String(s.clone()),
-                    Value::Number(n) => AttributeValue::Number(
-                        n.as_f64()
-                            .filter(|f| f.is_finite())
-                            .ok_or_else(|| bad("the number is out of range."))?,
-                    ),
+                    Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => {
+                        AttributeValue::Number(n.clone())
+                    }
+                    Value::Number(_) => return Err(bad("the number is out of range.")),
                     Value::Array(a)
                         if a.len() <= MAX_ATTRIBUTE_ITEMS
                             && a.iter().all(|v| v.is_string() || v.is_number()) =>

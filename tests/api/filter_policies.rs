@@ -121,7 +121,7 @@ async fn native_publishers_send_attributes_as_headers_and_nats_subscribers_recei
     assert_eq!(got[0].body["body"], "a");
     assert_eq!(
         got[0].body["attributes"],
-        json!({"color": "red", "size": 3.0})
+        json!({"color": "red", "size": 3})
     );
     let request = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut inbox))
         .await
