@@ -78,6 +78,8 @@ pub struct Target {
 #[derive(Debug, Clone)]
 pub struct DeliveryMetrics {
     delivered: metrics::Counter,
+    /// Messages a filter policy kept from the subscriber: as common as deliveries.
+    filtered: metrics::Counter,
     latency: metrics::Histogram,
 }
 
@@ -86,6 +88,8 @@ impl DeliveryMetrics {
         Self {
             delivered: metrics::counter!("herald_deliveries_total",
                 "protocol" => protocol, "outcome" => Outcome::Delivered.label()),
+            filtered: metrics::counter!("herald_deliveries_total",
+                "protocol" => protocol, "outcome" => Outcome::Filtered.label()),
             latency: metrics::histogram!("herald_delivery_latency_seconds", "protocol" => protocol),
         }
     }
@@ -183,6 +187,19 @@ pub async fn run(
             match next {
                 Some(Ok(message)) => {
                     backoff = Duration::from_millis(100);
+                    // A message the filter policy does not match is settled here: no task,
+                    // no permit held, no attempt (with many filtered subscriptions on a
+                    // topic almost every message a worker pulls is one of these).
+                    if target
+                        .filter
+                        .as_ref()
+                        .is_some_and(|f| !f.matches(&attributes_of(&message), &message.payload))
+                    {
+                        let _ = message.ack().await;
+                        target.metrics.filtered.increment(1);
+                        drop(permit);
+                        continue;
+                    }
                     let (deps, target) = (deps.clone(), target.clone());
                     tracker.spawn(async move {
                         deliver_one(&deps, &target, &message).await;
@@ -448,9 +465,16 @@ fn check_deliverable(target: &Target, body: &[u8]) -> Result<(), DeliveryError> 
 #[tracing::instrument(name = "deliver_one", level = "debug", skip_all, fields(subscription = %target.sub.id, message_id))]
 pub async fn deliver_one(deps: &Deps, target: &Target, message: &jetstream::Message) -> Outcome {
     let outcome = settle(deps, target, message).await;
-    if matches!(outcome, Outcome::Delivered) {
-        target.metrics.delivered.increment(1);
-        return outcome;
+    match outcome {
+        Outcome::Delivered => {
+            target.metrics.delivered.increment(1);
+            return outcome;
+        }
+        Outcome::Filtered => {
+            target.metrics.filtered.increment(1);
+            return outcome;
+        }
+        _ => {}
     }
     let protocol = target.subscriber.protocol().as_str();
     metrics::counter!("herald_deliveries_total", "protocol" => protocol, "outcome" => outcome.label())
