@@ -199,6 +199,87 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// The raw ceiling of filtered fan-out: `n` durable consumers on one stream, each pulling
+/// every message, POSTing the 1/n whose `Herald-Attr-shard` header names it and acking all.
+async fn raw_filtered_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<f64> {
+    let nats = Nats::start(bins, args.sync_always).await?;
+    let receiver = Receiver::start().await?;
+    let raw = RawTopic::create(&nats.url, "fanout").await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let consumer = raw
+            .durable(&format!("sub{i}"), args.concurrency as i64)
+            .await?;
+        let (http, url, stop) = (
+            http.clone(),
+            receiver.url(&format!("/hook/{i}")),
+            stop.clone(),
+        );
+        let mine = format!("\"s{i}\"");
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut stream) = consumer.messages().await else {
+                return;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let next = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    futures::StreamExt::next(&mut stream),
+                )
+                .await;
+                let Ok(Some(Ok(message))) = next else {
+                    continue;
+                };
+                let matches = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Herald-Attr-shard"))
+                    .is_some_and(|v| v.as_str() == mine);
+                if matches {
+                    let _ = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(message.payload.clone())
+                        .send()
+                        .await;
+                }
+                let _ = message.ack().await;
+            }
+        }));
+    }
+    let start = Instant::now();
+    let payload: bytes::Bytes =
+        serde_json::to_vec(&serde_json::json!({"body": "x".repeat(256)}))?.into();
+    let mut acks = std::collections::VecDeque::with_capacity(1000);
+    for k in 0..messages {
+        if acks.len() >= 1000 {
+            if let Some(a) = acks.pop_front() {
+                std::future::IntoFuture::into_future(a).await?;
+            }
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Herald-Attr-shard", format!("\"s{}\"", k % n).as_str());
+        acks.push_back(
+            raw.js
+                .publish_with_headers(raw.subject.clone(), headers, payload.clone())
+                .await?,
+        );
+    }
+    for a in acks {
+        a.await?;
+    }
+    wait_for(&receiver, messages as u64, Duration::from_secs(300)).await?;
+    let rate = messages as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(rate)
+}
+
 /// Filter policies: 1 topic × `n` subscriptions each matching 1/n of the messages, against
 /// 1 × 1 unfiltered with the same messages (same run). Herald CPU is per published message.
 pub async fn run_filtered(
@@ -209,10 +290,18 @@ pub async fn run_filtered(
 ) -> Result<Vec<Figure>> {
     let (plain, plain_us) = herald_run_with(bins, args, 1, messages, false).await?;
     let (filtered, filtered_us) = herald_run_with(bins, args, n, messages, true).await?;
+    let raw = raw_filtered_run(bins, args, n, messages).await?;
     eprintln!(
-        "filter x{n}: {filtered:.0} deliveries/s ({filtered_us:.1} us CPU per published message) vs 1x1 unfiltered {plain:.0}/s ({plain_us:.1} us)"
+        "filter x{n}: {filtered:.0} deliveries/s ({filtered_us:.1} us CPU per published message) vs 1x1 unfiltered {plain:.0}/s ({plain_us:.1} us), raw {n} pull-and-ack consumers {raw:.0}/s"
     );
     Ok(vec![
+        Figure::new(
+            format!("filtered fan-out vs raw: {n} consumers pull and ack all, POST 1/{n}"),
+            filtered,
+            "deliv/s",
+        )
+        .vs(raw)
+        .target("vs raw JetStream ceiling"),
         Figure::new(
             format!(
                 "filtered fan-out, 1 topic x {n} subscriptions matching 1/{n} each (deliveries/s)"
