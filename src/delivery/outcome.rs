@@ -15,7 +15,8 @@ pub enum Outcome {
     DeadLettered { attempts: u64 },
     /// Not delivered on purpose (unconfirmed or expired subscription); acked.
     Skipped,
-    /// The subscription's filter policy does not match the message; acked, no attempt.
+    /// The subscription's filter policy does not match the message; acked by the pull loop,
+    /// no attempt (the label of its counter).
     Filtered,
     /// Herald could not finish its own bookkeeping (NATS down); NAKed, not an attempt.
     Postponed,

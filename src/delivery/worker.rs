@@ -190,10 +190,11 @@ pub async fn run(
                     // A message the filter policy does not match is settled here: no task,
                     // no permit held, no attempt (with many filtered subscriptions on a
                     // topic almost every message a worker pulls is one of these).
+                    let attributes = attributes_of(&message);
                     if target
                         .filter
                         .as_ref()
-                        .is_some_and(|f| !f.matches(&attributes_of(&message), &message.payload))
+                        .is_some_and(|f| !f.matches(&attributes, &message.payload))
                     {
                         let _ = message.ack().await;
                         target.metrics.filtered.increment(1);
@@ -202,7 +203,7 @@ pub async fn run(
                     }
                     let (deps, target) = (deps.clone(), target.clone());
                     tracker.spawn(async move {
-                        deliver_one(&deps, &target, &message).await;
+                        deliver_one(&deps, &target, &message, &attributes).await;
                         drop(permit);
                     });
                 }
@@ -461,20 +462,20 @@ fn check_deliverable(target: &Target, body: &[u8]) -> Result<(), DeliveryError> 
     Ok(())
 }
 
-/// Delivers one message to the target's subscriber and settles it with JetStream.
+/// Delivers one message the subscription's filter policy matched (the pull loop settles
+/// the others) to the target's subscriber and settles it with JetStream. `attributes` are
+/// the message's, read once by the pull loop.
 #[tracing::instrument(name = "deliver_one", level = "debug", skip_all, fields(subscription = %target.sub.id, message_id))]
-pub async fn deliver_one(deps: &Deps, target: &Target, message: &jetstream::Message) -> Outcome {
-    let outcome = settle(deps, target, message).await;
-    match outcome {
-        Outcome::Delivered => {
-            target.metrics.delivered.increment(1);
-            return outcome;
-        }
-        Outcome::Filtered => {
-            target.metrics.filtered.increment(1);
-            return outcome;
-        }
-        _ => {}
+pub async fn deliver_one(
+    deps: &Deps,
+    target: &Target,
+    message: &jetstream::Message,
+    attributes: &Attributes,
+) -> Outcome {
+    let outcome = settle(deps, target, message, attributes).await;
+    if matches!(outcome, Outcome::Delivered) {
+        target.metrics.delivered.increment(1);
+        return outcome;
     }
     let protocol = target.subscriber.protocol().as_str();
     metrics::counter!("herald_deliveries_total", "protocol" => protocol, "outcome" => outcome.label())
@@ -491,7 +492,12 @@ pub async fn deliver_one(deps: &Deps, target: &Target, message: &jetstream::Mess
     outcome
 }
 
-async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> Outcome {
+async fn settle(
+    deps: &Deps,
+    target: &Target,
+    message: &jetstream::Message,
+    attributes: &Attributes,
+) -> Outcome {
     let now = Utc::now();
     let Ok(info) = message.info() else {
         let _ = message.ack_with(AckKind::Term).await;
@@ -522,13 +528,6 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
         let _ = message.ack().await;
         return Outcome::Skipped;
     }
-    let attributes = attributes_of(message);
-    if let Some(filter) = &target.filter {
-        if !filter.matches(&attributes, &message.payload) {
-            let _ = message.ack().await;
-            return Outcome::Filtered;
-        }
-    }
     let ttl = header(message, HEADER_TTL)
         .and_then(parse_ttl)
         .unwrap_or(target.default_ttl);
@@ -555,11 +554,11 @@ async fn settle(deps: &Deps, target: &Target, message: &jetstream::Message) -> O
         ttl,
         target.topic.as_str(),
         &id,
-        &attributes,
+        attributes,
     );
 
     let result =
-        with_progress_acks(deps, message, send(deps, target, &id, payload, &attributes)).await;
+        with_progress_acks(deps, message, send(deps, target, &id, payload, attributes)).await;
     match result {
         Ok(()) => {
             let _ = message.ack().await;

@@ -17,6 +17,15 @@ use serde_json::{Map, Value};
 
 use super::Invalid;
 
+/// The one `(operator, argument)` of an operator object such as `{"prefix": "a"}`.
+fn single(op: &Map<String, Value>) -> Option<(&String, &Value)> {
+    let mut entries = op.iter();
+    match (entries.next(), entries.next()) {
+        (Some(entry), None) => Some(entry),
+        _ => None,
+    }
+}
+
 /// SNS's limits (filter policy constraints).
 const MAX_KEYS: usize = 5;
 const MAX_COMBINATIONS: usize = 150;
@@ -448,10 +457,12 @@ fn compile_cond(key: &str, c: &Value, scope: Scope) -> Result<Cond, Invalid> {
         Value::String(_) => Ok(Cond::Exact(c.clone())),
         Value::Number(_) => Ok(Cond::Exact(Value::from(number(key, c)?))),
         Value::Null if scope == Scope::MessageBody => Ok(Cond::Exact(Value::Null)),
-        Value::Object(op) if op.len() == 1 => {
-            let (name, arg) = op.iter().next().expect("one entry");
-            compile_operator(key, name, arg)
-        }
+        Value::Object(op) => match single(op) {
+            Some((name, arg)) => compile_operator(key, name, arg),
+            None => Err(Invalid::new(format!(
+                "filter_policy: an operator object for {key:?} holds exactly one operator."
+            ))),
+        },
         _ => Err(Invalid::new(format!(
             "filter_policy: conditions for {key:?} must be strings, numbers or one-operator objects."
         ))),
@@ -539,8 +550,10 @@ fn compile_anything_but(key: &str, arg: &Value) -> Result<Cond, Invalid> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Cond::AnythingBut),
-        Value::Object(op) if op.len() == 1 => {
-            let (name, inner) = op.iter().next().expect("one entry");
+        Value::Object(op) => {
+            let Some((name, inner)) = single(op) else {
+                return Err(bad());
+            };
             match name.as_str() {
                 "prefix" => Ok(Cond::AnythingButPrefix(
                     string(key, name, inner)?.to_owned(),

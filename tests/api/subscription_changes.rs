@@ -47,9 +47,8 @@ fn numbers(receiver: &Receiver) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test]
-async fn after_confirm_false_answers_nothing_published_reaches_the_subscriber() {
-    // Arrange: a delivering subscription (confirmation not required).
+/// A subscription of topic `t` to a fresh receiver that has received message 1.
+async fn delivering_subscription() -> (TestApp, Receiver, String) {
     let app = spawn_delivery_app().await;
     let receiver = Receiver::start().await;
     app.put_topic("t", None).await;
@@ -58,6 +57,13 @@ async fn after_confirm_false_answers_nothing_published_reaches_the_subscriber() 
         .await;
     publish(&app, "t", 1).await;
     receiver.wait_for(1, WAIT).await;
+    (app, receiver, id)
+}
+
+#[tokio::test]
+async fn after_confirm_false_answers_nothing_published_reaches_the_subscriber() {
+    // Arrange: a delivering subscription (confirmation not required).
+    let (app, receiver, id) = delivering_subscription().await;
 
     // Act: unsubscribe, then publish at once.
     let res = app
@@ -133,14 +139,7 @@ async fn after_a_subscriber_patch_answers_the_next_message_goes_only_to_the_new_
 #[tokio::test]
 async fn after_delete_answers_nothing_published_reaches_the_subscriber_or_stays_stored() {
     // Arrange
-    let app = spawn_delivery_app().await;
-    let receiver = Receiver::start().await;
-    app.put_topic("t", None).await;
-    let id = app
-        .subscribe("t", json!({"subscriber": receiver.url}))
-        .await;
-    publish(&app, "t", 1).await;
-    receiver.wait_for(1, WAIT).await;
+    let (app, receiver, id) = delivering_subscription().await;
 
     // Act
     let res = app

@@ -127,6 +127,38 @@ async fn herald_run_with(
     ))
 }
 
+/// Publishes `count` copies of `payload` into the raw topic, message k with `headers(k)`,
+/// keeping at most 1,000 acks outstanding (async-nats blocks publishes beyond 5,000).
+async fn publish_raw(
+    raw: &RawTopic,
+    payload: bytes::Bytes,
+    count: usize,
+    headers: impl Fn(usize) -> Option<async_nats::HeaderMap>,
+) -> Result<()> {
+    let mut acks = std::collections::VecDeque::with_capacity(1000);
+    for k in 0..count {
+        if acks.len() >= 1000 {
+            if let Some(a) = acks.pop_front() {
+                std::future::IntoFuture::into_future(a).await?;
+            }
+        }
+        let subject = raw.subject.clone();
+        let ack = match headers(k) {
+            Some(h) => {
+                raw.js
+                    .publish_with_headers(subject, h, payload.clone())
+                    .await?
+            }
+            None => raw.js.publish(subject, payload.clone()).await?,
+        };
+        acks.push_back(ack);
+    }
+    for a in acks {
+        a.await?;
+    }
+    Ok(())
+}
+
 async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<f64> {
     let nats = Nats::start(bins, args.sync_always).await?;
     let receiver = Receiver::start().await?;
@@ -154,19 +186,7 @@ async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<
     let posts = messages.div_ceil(10);
     let payload: bytes::Bytes =
         serde_json::to_vec(&serde_json::json!({"body": "x".repeat(256)}))?.into();
-    // Keep at most 1,000 acks outstanding (async-nats blocks publishes beyond 5,000).
-    let mut acks = std::collections::VecDeque::with_capacity(1000);
-    for _ in 0..posts * 10 {
-        if acks.len() >= 1000 {
-            if let Some(a) = acks.pop_front() {
-                std::future::IntoFuture::into_future(a).await?;
-            }
-        }
-        acks.push_back(raw.js.publish(raw.subject.clone(), payload.clone()).await?);
-    }
-    for a in acks {
-        a.await?;
-    }
+    publish_raw(&raw, payload, posts * 10, |_| None).await?;
     let want = (posts * 10 * n) as u64;
     wait_for(&receiver, want, Duration::from_secs(300)).await?;
     let rate = want as f64 / start.elapsed().as_secs_f64();
@@ -253,24 +273,12 @@ async fn raw_filtered_run(bins: &Bins, args: &Args, n: usize, messages: usize) -
     let start = Instant::now();
     let payload: bytes::Bytes =
         serde_json::to_vec(&serde_json::json!({"body": "x".repeat(256)}))?.into();
-    let mut acks = std::collections::VecDeque::with_capacity(1000);
-    for k in 0..messages {
-        if acks.len() >= 1000 {
-            if let Some(a) = acks.pop_front() {
-                std::future::IntoFuture::into_future(a).await?;
-            }
-        }
+    publish_raw(&raw, payload, messages, |k| {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Herald-Attr-shard", format!("\"s{}\"", k % n).as_str());
-        acks.push_back(
-            raw.js
-                .publish_with_headers(raw.subject.clone(), headers, payload.clone())
-                .await?,
-        );
-    }
-    for a in acks {
-        a.await?;
-    }
+        Some(headers)
+    })
+    .await?;
     wait_for(&receiver, messages as u64, Duration::from_secs(300)).await?;
     let rate = messages as f64 / start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
