@@ -206,13 +206,7 @@ impl Authenticator {
         keystone: &Keystone,
         headers: &HeaderMap,
     ) -> Result<Identity, AuthError> {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
+        let header = |name: &str| header_value(headers, name);
         let token = header("x-auth-token").ok_or(AuthError::MissingToken)?;
         let info = match keystone.validate(token).await {
             Ok(keystone::Validation::Valid(info)) => info,
@@ -243,13 +237,7 @@ impl Authenticator {
 
     /// `noauth` and `tokens`: resolved from the request alone.
     fn resolve_local(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
+        let header = |name: &str| header_value(headers, name);
         let project_header = header("x-project-id");
         match self.mode {
             AuthMode::Noauth => {
@@ -303,6 +291,15 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// A request header as trimmed, non-empty text.
+fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
