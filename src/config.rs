@@ -265,57 +265,57 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| ConfigError::Invalid {
-            field,
-            reason: reason.to_owned(),
-        };
-        if self.auth_mode == AuthMode::Tokens && self.tokens_file.is_none() {
-            return Err(invalid("tokens_file", "required when auth_mode = tokens"));
-        }
-        if self.auth_mode == AuthMode::Keystone {
-            let required: [(&'static str, &Option<String>); 4] = [
-                ("keystone_url", &self.keystone_url),
-                ("keystone_user", &self.keystone_user),
-                ("keystone_password", &self.keystone_password),
-                ("keystone_project", &self.keystone_project),
-            ];
-            for (field, value) in required {
-                if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
-                    return Err(invalid(field, "required when auth_mode = keystone"));
-                }
-            }
-            let url = self.keystone_url.as_deref().unwrap_or_default();
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
-                    "keystone_url",
-                    "must be an http:// or https:// URL",
-                ));
-            }
-            crate::auth::parse_role_map(&self.keystone_role_map)
-                .map_err(|reason| invalid("keystone_role_map", &reason))?;
-            if self.keystone_timeout_ms == 0 {
-                return Err(invalid("keystone_timeout_ms", "must be positive"));
-            }
-        }
+        self.validate_auth()?;
         if self.require_confirmation && self.signed_url_secret.is_none() {
             return Err(invalid(
                 "signed_url_secret",
                 "required when require_confirmation = true",
             ));
         }
-        if !(1..=5).contains(&self.replicas) {
-            return Err(invalid("replicas", "must be 1..=5"));
-        }
-        let in_range = |field, value: u64, min: u64, max: u64| {
-            if (min..=max).contains(&value) {
-                Ok(())
-            } else {
-                Err(invalid(
-                    field,
-                    &format!("must be {min}..={max}, not {value}"),
-                ))
+        self.validate_bounds()?;
+        if let Some(url) = &self.sms_gateway_url {
+            if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                return Err(invalid("sms_gateway_url", "must be an http(s) URL"));
             }
-        };
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        if self.auth_mode == AuthMode::Tokens && self.tokens_file.is_none() {
+            return Err(invalid("tokens_file", "required when auth_mode = tokens"));
+        }
+        if self.auth_mode != AuthMode::Keystone {
+            return Ok(());
+        }
+        let required: [(&'static str, &Option<String>); 4] = [
+            ("keystone_url", &self.keystone_url),
+            ("keystone_user", &self.keystone_user),
+            ("keystone_password", &self.keystone_password),
+            ("keystone_project", &self.keystone_project),
+        ];
+        for (field, value) in required {
+            if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                return Err(invalid(field, "required when auth_mode = keystone"));
+            }
+        }
+        let url = self.keystone_url.as_deref().unwrap_or_default();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "keystone_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        crate::auth::parse_role_map(&self.keystone_role_map)
+            .map_err(|reason| invalid("keystone_role_map", &reason))?;
+        in_range("keystone_timeout_ms", self.keystone_timeout_ms, 1, u64::MAX)
+            .map_err(|_| invalid("keystone_timeout_ms", "must be positive"))
+    }
+
+    /// Numeric keys: each bound is what a downstream type or API accepts.
+    fn validate_bounds(&self) -> Result<(), ConfigError> {
+        in_range("replicas", self.replicas as u64, 1, 5)
+            .map_err(|_| invalid("replicas", "must be 1..=5"))?;
         in_range("nats_timeout_ms", self.nats_timeout_ms, 1, MAX_TIMEOUT_MS)?;
         in_range(
             "request_timeout_ms",
@@ -345,26 +345,24 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
         }
-        if !(1..=10_000).contains(&self.delivery_max_in_flight) {
-            return Err(invalid("delivery_max_in_flight", "must be 1..=10000"));
-        }
+        in_range(
+            "delivery_max_in_flight",
+            self.delivery_max_in_flight as u64,
+            1,
+            10_000,
+        )
+        .map_err(|_| invalid("delivery_max_in_flight", "must be 1..=10000"))?;
         // JetStream reads `max_consumers` as an i32, and 0 or less as "server default".
-        if !(1..=i32::MAX as u32).contains(&self.max_subscriptions_per_topic) {
-            return Err(invalid(
-                "max_subscriptions_per_topic",
-                "must be 1..=2147483647",
-            ));
-        }
+        in_range(
+            "max_subscriptions_per_topic",
+            self.max_subscriptions_per_topic.into(),
+            1,
+            i32::MAX as u64,
+        )
+        .map_err(|_| invalid("max_subscriptions_per_topic", "must be 1..=2147483647"))?;
         // A concatenated SMS carries an 8-bit part counter.
-        if !(1..=255).contains(&self.sms_max_parts) {
-            return Err(invalid("sms_max_parts", "must be 1..=255"));
-        }
-        if let Some(url) = &self.sms_gateway_url {
-            if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-                return Err(invalid("sms_gateway_url", "must be an http(s) URL"));
-            }
-        }
-        Ok(())
+        in_range("sms_max_parts", self.sms_max_parts as u64, 1, 255)
+            .map_err(|_| invalid("sms_max_parts", "must be 1..=255"))
     }
 
     pub fn nats_timeout(&self) -> Duration {
@@ -415,90 +413,52 @@ impl Config {
     }
 }
 
-fn mask(secret: &Option<String>) -> &'static str {
-    if secret.is_some() {
-        "\"***\""
-    } else {
-        "none"
+fn invalid(field: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.to_owned(),
     }
 }
 
-/// Prints the effective configuration with secrets masked.
+fn in_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            &format!("must be {min}..={max}, not {value}"),
+        ))
+    }
+}
+
+/// Whether a key holds a secret: its value is never printed. A rule on the name rather
+/// than a list, so a new secret key is masked without anyone remembering to add it.
+fn is_secret(key: &str) -> bool {
+    ["_password", "_token", "_secret", "_seed"]
+        .iter()
+        .any(|suffix| key.ends_with(suffix))
+}
+
+/// Prints the effective configuration with secrets masked (every key, from `Serialize`).
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("nats_url", &self.nats_url)
-            .field("nats_user", &self.nats_user)
-            .field(
-                "nats_password",
-                &format_args!("{}", mask(&self.nats_password)),
-            )
-            .field("nats_token", &format_args!("{}", mask(&self.nats_token)))
-            .field("nats_creds", &self.nats_creds)
-            .field("nats_delivery_user", &self.nats_delivery_user)
-            .field(
-                "nats_delivery_password",
-                &format_args!("{}", mask(&self.nats_delivery_password)),
-            )
-            .field(
-                "nats_delivery_token",
-                &format_args!("{}", mask(&self.nats_delivery_token)),
-            )
-            .field("nats_delivery_creds", &self.nats_delivery_creds)
-            .field("nats_subscriber_scope", &self.nats_subscriber_scope)
-            .field("nats_timeout_ms", &self.nats_timeout_ms)
-            .field("replicas", &self.replicas)
-            .field("auth_mode", &self.auth_mode)
-            .field("tokens_file", &self.tokens_file)
-            .field("keystone_url", &self.keystone_url)
-            .field("keystone_user", &self.keystone_user)
-            .field(
-                "keystone_password",
-                &format_args!("{}", mask(&self.keystone_password)),
-            )
-            .field("keystone_project", &self.keystone_project)
-            .field("keystone_user_domain", &self.keystone_user_domain)
-            .field("keystone_project_domain", &self.keystone_project_domain)
-            .field("keystone_role_map", &self.keystone_role_map)
-            .field("keystone_timeout_ms", &self.keystone_timeout_ms)
-            .field("token_cache_seconds", &self.token_cache_seconds)
-            .field("require_client_id", &self.require_client_id)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .field("smtp_url", &self.smtp_url.as_deref().map(mask_url))
-            .field("mail_from", &self.mail_from)
-            .field("require_confirmation", &self.require_confirmation)
-            .field(
-                "signed_url_secret",
-                &format_args!("{}", mask(&self.signed_url_secret)),
-            )
-            .field("public_url", &self.public_url)
-            .field("outbound_allow", &self.outbound_allow)
-            .field("max_topics_per_project", &self.max_topics_per_project)
-            .field(
-                "max_subscriptions_per_topic",
-                &self.max_subscriptions_per_topic,
-            )
-            .field("message_ttl", &self.message_ttl)
-            .field("catalog", &self.catalog)
-            .field("log_format", &self.log_format)
-            .field("retry_delay_unit_ms", &self.retry_delay_unit_ms)
-            .field("delivery_timeout_ms", &self.delivery_timeout_ms)
-            .field("delivery_max_in_flight", &self.delivery_max_in_flight)
-            .field("min_subscription_ttl", &self.min_subscription_ttl)
-            .field(
-                "sms_gateway_url",
-                &self.sms_gateway_url.as_deref().map(mask_url),
-            )
-            .field("sms_gateway_user", &self.sms_gateway_user)
-            .field(
-                "sms_gateway_password",
-                &format_args!("{}", mask(&self.sms_gateway_password)),
-            )
-            .field("sms_from", &self.sms_from)
-            .field("sms_max_parts", &self.sms_max_parts)
-            .finish()
+        let serde_json::Value::Object(fields) =
+            serde_json::to_value(self).map_err(|_| fmt::Error)?
+        else {
+            return Err(fmt::Error);
+        };
+        let mut out = f.debug_struct("Config");
+        for (key, value) in &fields {
+            match value {
+                serde_json::Value::Null => out.field(key, &format_args!("none")),
+                _ if is_secret(key) => out.field(key, &format_args!("\"***\"")),
+                serde_json::Value::String(url) if key.ends_with("_url") => {
+                    out.field(key, &mask_url(url))
+                }
+                value => out.field(key, &format_args!("{value}")),
+            };
+        }
+        out.finish()
     }
 }
 
@@ -654,6 +614,11 @@ mod tests {
         assert!(!printed.contains("kannel-pw"));
         assert!(!printed.contains("pw@"));
         assert!(printed.contains("u:***@127.0.0.1:25"));
+        assert!(printed.contains(r#"nats_password: "***""#), "{printed}");
+        // Every key is printed, not only the ones someone listed.
+        for key in Config::keys() {
+            assert!(printed.contains(&format!("{key}: ")), "{key} missing");
+        }
     }
 
     type Setter = fn(&mut Config);
