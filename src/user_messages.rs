@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// Public contract: NATS request/reply subject that creates a user message.
-pub const CREATE_SUBJECT: &str = "herald.user_messages.create";
+pub use crate::store::names::USER_MESSAGES_CREATE_SUBJECT as CREATE_SUBJECT;
 /// Queue group shared by every Herald process answering [`CREATE_SUBJECT`].
 pub const QUEUE_GROUP: &str = "herald";
 /// Requests handled at once by one process.

@@ -34,7 +34,8 @@ use crate::{
     config::Config,
     domain::{filter_policy::FilterPolicy, Subscriber},
     store::{
-        subscriptions::{ConsumerLimits, Subscription, CHANGED_SUBJECT_PREFIX},
+        names::CHANGED_SUBJECT_PREFIX,
+        subscriptions::{ConsumerLimits, Subscription},
         topics::{stream_name, TOPIC_STREAM_PREFIX},
         Store,
     },

@@ -7,18 +7,14 @@ use std::time::Duration;
 use async_nats::Client;
 use serde_json::json;
 
-pub const CREATE_SUBJECT: &str = "herald.user_messages.create";
-/// Delivery rejected by the subscriber (permanent failure).
-pub const EVENT_REJECTED: &str = "HERALD_SUBSCRIPTION_001_001";
-/// Delivery retries exhausted.
-pub const EVENT_EXHAUSTED: &str = "HERALD_SUBSCRIPTION_001_002";
-/// Delivery refused by Herald's own outbound policy (address guard or the delivery
-/// connection's NATS permissions), not by the subscriber. (`001_006` is reserved.)
-pub const EVENT_REFUSED_BY_POLICY: &str = "HERALD_SUBSCRIPTION_001_007";
-/// Subscription expired.
-pub const EVENT_EXPIRED: &str = "HERALD_SUBSCRIPTION_002_003";
-/// Subscription expired without ever being confirmed.
-pub const EVENT_UNCONFIRMED: &str = "HERALD_SUBSCRIPTION_003_004";
+/// The built-in event ids delivery reports, defined once with their catalog entries.
+pub use crate::catalog::{
+    EVENT_CONFIRMATION_NEVER_COMPLETED as EVENT_UNCONFIRMED,
+    EVENT_DELIVERY_REFUSED_BY_POLICY as EVENT_REFUSED_BY_POLICY,
+    EVENT_DELIVERY_REJECTED as EVENT_REJECTED, EVENT_DELIVERY_RETRIES_EXHAUSTED as EVENT_EXHAUSTED,
+    EVENT_SUBSCRIPTION_EXPIRED as EVENT_EXPIRED,
+};
+pub use crate::store::names::USER_MESSAGES_CREATE_SUBJECT as CREATE_SUBJECT;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 

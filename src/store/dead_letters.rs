@@ -17,20 +17,16 @@ use serde_json::Value;
 use super::{
     errors::classify,
     messages::{HEADER_ID, HEADER_TTL},
-    subscriptions::replay_subject,
+    names::{dead_letter_subject as subject, replay_subject, DEAD_LETTERS_SUBJECTS},
     topics::stream_name,
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
 };
 use crate::domain::{ProjectId, TopicName};
 
-pub const DEAD_LETTERS_STREAM: &str = "HERALD_DEAD_LETTERS";
+pub use super::names::DEAD_LETTERS_STREAM;
 /// How long dead letters are kept.
 const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 86_400);
-
-fn subject(project: &ProjectId, stream: &str, subscription: &str) -> String {
-    format!("herald.dead_letters.{project}.{stream}.{subscription}")
-}
 
 /// A dead letter as stored and listed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,7 +59,7 @@ impl Store {
                     .get_or_create_stream(jetstream::stream::Config {
                         name: DEAD_LETTERS_STREAM.into(),
                         description: Some("Herald dead letters".into()),
-                        subjects: vec!["herald.dead_letters.>".into()],
+                        subjects: vec![DEAD_LETTERS_SUBJECTS.into()],
                         retention: RetentionPolicy::Limits,
                         storage: StorageType::File,
                         max_age: DEAD_LETTER_MAX_AGE,
@@ -220,10 +216,7 @@ impl Store {
         topic: &TopicName,
     ) -> Result<u64, StoreError> {
         let stream = self.dead_letter_stream().await?;
-        let filter = format!(
-            "herald.dead_letters.{project}.{}.*",
-            stream_name(project, topic)
-        );
+        let filter = subject(project, &stream_name(project, topic), "*");
         let mut info = stream.info_with_subjects(filter).await.map_err(classify)?;
         let mut total = 0;
         while let Some((_, n)) = futures::TryStreamExt::try_next(&mut info)
@@ -244,10 +237,7 @@ impl Store {
         let stream = self.dead_letter_stream().await?;
         stream
             .purge()
-            .filter(format!(
-                "herald.dead_letters.{project}.{}.>",
-                stream_name(project, topic)
-            ))
+            .filter(subject(project, &stream_name(project, topic), ">"))
             .await
             .map_err(classify)?;
         Ok(())

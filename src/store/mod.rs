@@ -4,6 +4,7 @@
 pub mod dead_letters;
 pub mod errors;
 pub mod messages;
+pub mod names;
 mod scan;
 pub mod subscriptions;
 pub mod topic_cache;
@@ -24,8 +25,7 @@ use errors::classify;
 
 pub use scan::{scan_latest, scan_latest_headers};
 
-/// Bucket holding topic metadata, key `{project}.{topic}`.
-pub const TOPICS_BUCKET: &str = "herald_topics";
+pub use names::TOPICS_BUCKET;
 
 /// Publishes awaiting their JetStream ack, across the process (see [`Store::connect`]).
 const MAX_PUBLISHES_IN_FLIGHT: usize = 1 << 20;
@@ -164,13 +164,13 @@ impl Store {
                     .await?;
                 let topics_stream = self
                     .js
-                    .get_stream(format!("KV_{TOPICS_BUCKET}"))
+                    .get_stream(names::kv_stream(TOPICS_BUCKET))
                     .await
                     .map_err(classify)?;
                 let user_messages = self.kv_bucket(user_messages::bucket_config()).await?;
                 let user_messages_stream = self
                     .js
-                    .get_stream(format!("KV_{}", user_messages::USER_MESSAGES_BUCKET))
+                    .get_stream(names::kv_stream(names::USER_MESSAGES_BUCKET))
                     .await
                     .map_err(classify)?;
                 Ok(Buckets {

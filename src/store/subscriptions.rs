@@ -19,36 +19,19 @@ use super::{
         classify, is_already_exists, is_consumer_not_found, is_not_found, is_stream_not_found,
         Limit,
     },
-    topics::{stream_name, topic_subject},
+    names::{
+        changed_subject, replay_subject, stream_name, topic_subject, META_CONFIRMED, META_CREATED,
+        META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN, META_TOPIC,
+        META_TTL, META_UNSUBSCRIBED, META_USER,
+    },
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
 };
 use crate::domain::{ProjectId, TopicName};
 
-/// Core NATS subject on which the API announces a changed subscription, so every
-/// process's delivery engine picks it up at once: `...{stream}.{consumer}`.
-pub const CHANGED_SUBJECT_PREFIX: &str = "herald.internal.subscriptions.changed";
-
-const META_SUBSCRIBER: &str = "herald.subscriber";
-const META_OPTIONS: &str = "herald.options";
-const META_TTL: &str = "herald.ttl";
-const META_CREATED: &str = "herald.created_at";
-const META_EXPIRES: &str = "herald.expires_at";
-const META_CONFIRMED: &str = "herald.confirmed";
-const META_UNSUBSCRIBED: &str = "herald.unsubscribed";
-const META_PROJECT: &str = "herald.project";
-const META_TOPIC: &str = "herald.topic";
-const META_USER: &str = "herald.source_user";
-const META_TOKEN: &str = "herald.delegated_token";
-
 /// How long a changed subscription's consumer stays paused (see
 /// [`Store::update_subscription`]): longer than every process needs to hear of the change.
 pub const CHANGE_BARRIER: Duration = Duration::from_secs(2);
-
-/// The subject a dead letter of `subscription` is replayed on: only its consumer sees it.
-pub fn replay_subject(stream: &str, subscription: &str) -> String {
-    format!("herald.replay.{stream}.{subscription}")
-}
 
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,10 +226,7 @@ impl Store {
 
     /// Announces a created/changed/deleted subscription to every delivery engine.
     async fn announce(&self, project: &ProjectId, topic: &TopicName, id: &str) {
-        let subject = format!(
-            "{CHANGED_SUBJECT_PREFIX}.{}.{id}",
-            stream_name(project, topic)
-        );
+        let subject = changed_subject(&stream_name(project, topic), id);
         // Best effort: the engines' periodic resync catches a lost announcement.
         let _ = self.client.publish(subject, bytes::Bytes::new()).await;
     }

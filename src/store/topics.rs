@@ -16,32 +16,23 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::{
     errors::{classify, is_stream_not_found},
+    names::{
+        kv_project_filter, kv_subject_prefix, replay_subject, topic_key as key, META_PROJECT,
+        META_TOPIC, TOPICS_BUCKET,
+    },
     scan_latest, scan_latest_headers,
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
 };
 use crate::domain::{topic_metadata::MAX_MESSAGE_TTL_SECS, ProjectId, TopicMetadata, TopicName};
 
-/// Prefix of every topic stream's name.
-pub const TOPIC_STREAM_PREFIX: &str = "HERALD_TOPIC_";
+pub use super::names::{stream_name, topic_subject, TOPIC_STREAM_PREFIX};
+
 /// How long JetStream remembers `Nats-Msg-Id`s for idempotent publishing.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-
-/// The subject a topic's messages are published on (public contract).
-pub fn topic_subject(project: &ProjectId, topic: &TopicName) -> String {
-    format!("herald.topics.{project}.{topic}")
-}
-
-/// Stream names cannot hold dots and are length-limited, so they are a digest of
-/// (project, topic); the stream's metadata names both for operators.
-pub fn stream_name(project: &ProjectId, topic: &TopicName) -> String {
-    let digest = Sha256::digest(format!("{project}/{topic}"));
-    format!("{TOPIC_STREAM_PREFIX}{}", hex::encode_upper(&digest[..16]))
-}
 
 /// The stream of a topic: interest retention (a message stays until every subscription
 /// has it), file storage, per-message TTL, dedup window for `Nats-Msg-Id`.
@@ -56,7 +47,7 @@ pub fn topic_stream_config(
         description: Some(format!("Herald topic {project}/{topic}")),
         subjects: vec![
             topic_subject(project, topic),
-            super::subscriptions::replay_subject(&stream_name(project, topic), "*"),
+            replay_subject(&stream_name(project, topic), "*"),
         ],
         retention: RetentionPolicy::Interest,
         storage: StorageType::File,
@@ -67,15 +58,11 @@ pub fn topic_stream_config(
         // Explicit: nats-server 2.15 otherwise caps a stream at 1,000 consumers.
         max_consumers,
         metadata: HashMap::from([
-            ("herald.project".to_owned(), project.to_string()),
-            ("herald.topic".to_owned(), topic.to_string()),
+            (META_PROJECT.to_owned(), project.to_string()),
+            (META_TOPIC.to_owned(), topic.to_string()),
         ]),
         ..Default::default()
     }
-}
-
-fn key(project: &ProjectId, topic: &TopicName) -> String {
-    format!("{project}.{topic}")
 }
 
 /// What the bucket stores for a topic.
@@ -225,8 +212,9 @@ impl Store {
     /// Every topic of `project`, sorted by name. Reads only that project's keys.
     pub async fn list_topics(&self, project: &ProjectId) -> Result<Vec<Topic>, StoreError> {
         let buckets = self.buckets().await?;
-        let prefix = format!("$KV.{}.", super::TOPICS_BUCKET);
-        let messages = scan_latest(&buckets.topics_stream, format!("{prefix}{project}.>")).await?;
+        let prefix = kv_subject_prefix(TOPICS_BUCKET);
+        let filter = kv_project_filter(TOPICS_BUCKET, project);
+        let messages = scan_latest(&buckets.topics_stream, filter).await?;
         let mut topics: Vec<Topic> = messages
             .iter()
             .filter_map(|m| {
@@ -247,7 +235,7 @@ impl Store {
     /// How many topics `project` has (keys only; cost grows with the project's topics).
     pub async fn count_topics(&self, project: &ProjectId) -> Result<usize, StoreError> {
         let buckets = self.buckets().await?;
-        let filter = format!("$KV.{}.{project}.>", super::TOPICS_BUCKET);
+        let filter = kv_project_filter(TOPICS_BUCKET, project);
         Ok(scan_latest_headers(&buckets.topics_stream, filter)
             .await?
             .len())
@@ -394,7 +382,7 @@ impl Store {
     /// (left by a crash during delete) are removed.
     pub async fn reconcile_topics(&self) -> Result<(usize, usize), StoreError> {
         let buckets = self.buckets().await?;
-        let prefix = format!("$KV.{}.", super::TOPICS_BUCKET);
+        let prefix = kv_subject_prefix(TOPICS_BUCKET);
         let records = scan_latest(&buckets.topics_stream, format!("{prefix}>")).await?;
         let mut wanted = std::collections::HashSet::new();
         let mut repaired = 0;
@@ -499,12 +487,9 @@ impl Store {
             .metadata
             .clone();
         let owner = meta
-            .get("herald.project")
+            .get(META_PROJECT)
             .and_then(|p| ProjectId::parse(p).ok())
-            .zip(
-                meta.get("herald.topic")
-                    .and_then(|t| TopicName::parse(t).ok()),
-            );
+            .zip(meta.get(META_TOPIC).and_then(|t| TopicName::parse(t).ok()));
         match owner {
             Some((project, topic)) => Ok(!self.topic_record_exists(&project, &topic).await?),
             None => Ok(false),

@@ -21,7 +21,7 @@ use super::{
 use crate::domain::ProjectId;
 
 /// Bucket holding user messages, key `{project}.{id}`.
-pub const USER_MESSAGES_BUCKET: &str = "herald_user_messages";
+pub use super::names::USER_MESSAGES_BUCKET;
 /// How long the bucket keeps the markers of expired and purged keys.
 pub const MARKER_TTL: Duration = Duration::from_secs(60);
 /// Largest stored message document.
@@ -122,10 +122,10 @@ impl Store {
         project: &ProjectId,
     ) -> Result<Vec<UserMessage>, StoreError> {
         let stream = &self.buckets().await?.user_messages_stream;
-        let filter = format!("$KV.{USER_MESSAGES_BUCKET}.{project}.>");
+        let filter = super::names::kv_project_filter(USER_MESSAGES_BUCKET, project);
         let now = Utc::now();
         let mut out = Vec::new();
-        let prefix = format!("$KV.{USER_MESSAGES_BUCKET}.");
+        let prefix = super::names::kv_subject_prefix(USER_MESSAGES_BUCKET);
         for m in scan_latest(stream, filter).await? {
             let key = m.subject.strip_prefix(&prefix).unwrap_or(&m.subject);
             if let Some(message) = decode(key, &m.payload) {
