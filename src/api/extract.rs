@@ -7,7 +7,6 @@ use axum::{
     http::{request::Parts, StatusCode},
 };
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use super::AppState;
 use crate::{
@@ -75,16 +74,17 @@ impl V2Identity {
     }
 }
 
-/// The raw body, with the size limit turned into a JSON 413.
-pub struct Body(pub Bytes);
+/// The raw body, with the size limit turned into a JSON 413. (Not `Body`: that name is
+/// `axum::body::Body`.)
+pub struct RawBody(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         Bytes::from_request(req, state)
             .await
-            .map(Body)
+            .map(RawBody)
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge("The request body is larger than allowed.".into())
@@ -95,7 +95,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
-impl Body {
+impl RawBody {
     /// Parses the body as JSON; an empty body is `None`.
     pub fn json_opt<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
         if self.0.iter().all(u8::is_ascii_whitespace) {
@@ -121,17 +121,6 @@ impl Body {
         } else {
             Ok(self)
         }
-    }
-}
-
-/// A JSON body that must be present (any JSON value).
-pub fn require_object(v: &Value, what: &str) -> Result<(), ApiError> {
-    if v.is_object() {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "{what} must be a JSON object."
-        )))
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
-    extract::{Body, TopicPath, V2Identity},
+    extract::{RawBody, TopicPath, V2Identity},
     AppState,
 };
 use crate::{
@@ -97,7 +97,7 @@ async fn post_messages(
     identity: V2Identity,
     TopicPath(name): TopicPath,
     headers: HeaderMap,
-    body: Body,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
     let topic = state

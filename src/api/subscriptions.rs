@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::{
     created_at,
-    extract::{Body, QueryPairs, TopicPath, V2Identity},
+    extract::{QueryPairs, RawBody, TopicPath, V2Identity},
     messages::acl_allows,
     topics::{load_topic, ErrorOut, LinkOut},
     AppState,
@@ -238,7 +238,7 @@ async fn create_subscription(
     State(state): State<AppState>,
     identity: V2Identity,
     TopicPath(name): TopicPath,
-    body: Body,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
     let doc: Value = body.limit(MAX_BODY_BYTES)?.json()?;
@@ -386,7 +386,7 @@ async fn update_subscription(
     identity: V2Identity,
     TopicPath(name): TopicPath,
     SubscriptionPath(id): SubscriptionPath,
-    body: Body,
+    body: RawBody,
 ) -> Result<StatusCode, ApiError> {
     let identity = identity.writer()?;
     let doc: Value = body.limit(MAX_BODY_BYTES)?.json()?;
@@ -514,7 +514,7 @@ async fn confirm_subscription(
     TopicPath(name): TopicPath,
     SubscriptionPath(id): SubscriptionPath,
     headers: HeaderMap,
-    body: Body,
+    body: RawBody,
 ) -> Result<StatusCode, ApiError> {
     let path = format!("/v2/topics/{name}/subscriptions/{id}/confirm");
     let project = confirm_project(&state, &headers, &path).await?;
@@ -624,7 +624,7 @@ async fn replay_dead_letters(
     identity: V2Identity,
     TopicPath(name): TopicPath,
     SubscriptionPath(id): SubscriptionPath,
-    body: Body,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
     let ids = match body.limit(MAX_BODY_BYTES)?.json_opt::<Value>()? {

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::{
     created_at,
-    extract::{Body, QueryPairs, TopicPath, V2Identity},
+    extract::{QueryPairs, RawBody, TopicPath, V2Identity},
     AppState,
 };
 use crate::{
@@ -58,7 +58,7 @@ async fn create_topic(
     State(state): State<AppState>,
     identity: V2Identity,
     TopicPath(name): TopicPath,
-    body: Body,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
     let body = body.limit(MAX_METADATA_BYTES)?;
@@ -248,7 +248,7 @@ async fn update_topic(
     identity: V2Identity,
     TopicPath(name): TopicPath,
     headers: HeaderMap,
-    body: Body,
+    body: RawBody,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let identity = identity.writer()?;
     let content_type = headers
@@ -385,7 +385,7 @@ async fn purge_topic(
     State(state): State<AppState>,
     identity: V2Identity,
     TopicPath(name): TopicPath,
-    body: Body,
+    body: RawBody,
 ) -> Result<StatusCode, ApiError> {
     let identity = identity.writer()?;
     let (mut messages, mut subscriptions) = (true, true);

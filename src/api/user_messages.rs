@@ -16,7 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{extract::Body, is_cinder_path, AppState, RequestId};
+use super::{extract::RawBody, is_cinder_path, AppState, RequestId};
 use crate::{
     auth::{AuthError, Identity},
     domain::ProjectId,
@@ -844,7 +844,7 @@ async fn create_message(
     State(state): State<AppState>,
     scope: Scope,
     headers: HeaderMap,
-    body: Result<Body, ApiError>,
+    body: Result<RawBody, ApiError>,
 ) -> Result<Response, CinderError> {
     if !scope.identity.is_admin() {
         return Err(policy_forbids("create"));
