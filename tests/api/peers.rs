@@ -282,31 +282,52 @@ impl TestApp {
     /// Waits until the subscription's consumer has settled (acked or terminated) every
     /// message of its topic: the event that says each message was handled, delivered or not.
     pub async fn settled(&self, topic: &str, id: &str) {
+        self.consumer_reaches(
+            topic,
+            id,
+            "the consumer to settle every message",
+            |last, i| {
+                i.ack_floor.stream_sequence >= last && i.num_ack_pending == 0 && i.num_pending == 0
+            },
+        )
+        .await;
+    }
+
+    /// Waits until delivery has pulled every message of the topic from the subscription's
+    /// consumer (each has had its first attempt started), settled or not.
+    pub async fn pulled(&self, topic: &str, id: &str) {
+        self.consumer_reaches(topic, id, "delivery to pull every message", |last, i| {
+            i.delivered.stream_sequence >= last && i.num_pending == 0
+        })
+        .await;
+    }
+
+    /// Polls the consumer's info until `done(last stream sequence, info)` holds.
+    async fn consumer_reaches(
+        &self,
+        topic: &str,
+        id: &str,
+        what: &str,
+        done: impl Fn(u64, &async_nats::jetstream::consumer::Info) -> bool,
+    ) {
         let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await.unwrap());
         let stream = herald::store::topics::stream_name(
             &herald::domain::ProjectId::parse(&self.project).unwrap(),
             &herald::domain::TopicName::parse(topic).unwrap(),
         );
-        crate::helpers::eventually(
-            Duration::from_secs(15),
-            "the consumer to settle every message",
-            || {
-                let (js, stream) = (js.clone(), stream.clone());
-                async move {
-                    let mut s = js.get_stream(&stream).await.ok()?;
-                    let last = s.info().await.ok()?.state.last_sequence;
-                    let c = s
-                        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(id)
-                        .await
-                        .ok()?;
-                    let i = c.cached_info();
-                    (i.ack_floor.stream_sequence >= last
-                        && i.num_ack_pending == 0
-                        && i.num_pending == 0)
-                        .then_some(())
-                }
-            },
-        )
+        let done = &done;
+        crate::helpers::eventually(Duration::from_secs(15), what, || {
+            let (js, stream) = (js.clone(), stream.clone());
+            async move {
+                let mut s = js.get_stream(&stream).await.ok()?;
+                let last = s.info().await.ok()?.state.last_sequence;
+                let c = s
+                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>(id)
+                    .await
+                    .ok()?;
+                done(last, c.cached_info()).then_some(())
+            }
+        })
         .await;
     }
 }
