@@ -285,11 +285,7 @@ async fn create_subscription(
     let limits = consumer_limits(&state.config);
     let sub = match state.store.create_subscription(sub, limits).await? {
         Created::New(sub) => sub,
-        Created::Existing(sub) if sub.confirmed => {
-            return Err(ApiError::Conflict(
-                "Such subscription already exists. Subscriptions are unique by project + topic + subscriber URI.".into(),
-            ))
-        }
+        Created::Existing(sub) if sub.confirmed => return Err(subscription_exists()),
         Created::Existing(sub) => sub,
     };
     if needs_confirmation(&state, &sub) {
@@ -422,9 +418,7 @@ async fn update_subscription(
                 .iter()
                 .any(|s| s.subscriber == raw && s.id != sub.id);
             if taken {
-                return Err(ApiError::Conflict(
-                    "Such subscription already exists. Subscriptions are unique by project + topic + subscriber URI.".into(),
-                ));
+                return Err(subscription_exists());
             }
             if subscriber.protocol() == crate::domain::Protocol::Trust {
                 sub.delegated_token = Some(delegation(&state, &identity)?);
@@ -681,4 +675,11 @@ pub(super) fn router() -> Router<AppState> {
             "/v2/topics/{name}/subscriptions/{id}/dead_letters/replay",
             post(replay_dead_letters),
         )
+}
+
+/// Zaqar's 409 for a second subscription of the same subscriber to a topic.
+fn subscription_exists() -> ApiError {
+    ApiError::Conflict(
+        "Such subscription already exists. Subscriptions are unique by project + topic + subscriber URI.".into(),
+    )
 }

@@ -33,6 +33,10 @@ use crate::domain::{ProjectId, TopicName};
 /// [`Store::update_subscription`]): longer than every process needs to hear of the change.
 pub const CHANGE_BARRIER: Duration = Duration::from_secs(2);
 
+fn id_taken() -> StoreError {
+    StoreError::Conflict("subscription id taken".into())
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
@@ -319,7 +323,7 @@ impl Store {
                         // The derived name belongs to a subscription whose subscriber was
                         // changed since: fall back to a random id.
                         _ if attempt == 0 => sub.id = uuid::Uuid::new_v4().to_string(),
-                        _ => return Err(StoreError::Conflict("subscription id taken".into())),
+                        _ => return Err(id_taken()),
                     }
                 }
                 Err(e) => {
@@ -342,7 +346,7 @@ impl Store {
                 }
             }
         }
-        Err(StoreError::Conflict("subscription id taken".into()))
+        Err(id_taken())
     }
 
     /// Rewrites a subscription's metadata (and limits, e.g. `ordered`).
