@@ -252,3 +252,178 @@ fn parse_request_id(request_id: Option<String>) -> Result<String, CreateError> {
         Some(r) => Ok(r),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::catalog::EVENT_DELIVERY_REJECTED;
+
+    const VOLUME_TABLE: &str = r#"
+[[table]]
+prefix = "VOLUME"
+resource_types = ["VOLUME"]
+
+[table.actions]
+"002" = "attach volume"
+
+[table.details]
+"006" = "Not enough quota resource for operation."
+"#;
+
+    const TTL: Duration = Duration::from_secs(3600);
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::builtin();
+        c.extend(Catalog::parse(VOLUME_TABLE, Path::new("catalog.toml")).unwrap());
+        c
+    }
+
+    fn rejection(req: CreateUserMessage) -> String {
+        match prepare(&catalog(), TTL, req) {
+            Err(CreateError::Invalid(msg)) => msg,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    fn rejected_event() -> CreateUserMessage {
+        CreateUserMessage::event(&ProjectId::parse("p1").unwrap(), EVENT_DELIVERY_REJECTED)
+    }
+
+    #[test]
+    fn an_event_id_takes_text_level_and_resource_type_from_the_catalog() {
+        // Arrange
+        let req = rejected_event().about("SUBSCRIPTION", "6F9619FF8B86D011B42D00C04FC964FF");
+
+        // Act
+        let m = prepare(&catalog(), TTL, req).unwrap();
+
+        // Assert
+        assert_eq!(m.project_id, "p1");
+        assert_eq!(m.event_id, EVENT_DELIVERY_REJECTED);
+        assert_eq!(
+            m.user_message,
+            "deliver message:The subscriber rejected the message; it will not be retried."
+        );
+        assert_eq!(m.message_level, "ERROR");
+        assert_eq!(m.resource_type.as_deref(), Some("SUBSCRIPTION"));
+        assert_eq!(
+            m.resource_uuid.as_deref(),
+            Some("6f9619ff-8b86-d011-b42d-00c04fc964ff"),
+            "hyphenated"
+        );
+        assert!(m.request_id.starts_with("req-"), "{}", m.request_id);
+        assert_eq!(
+            m.guaranteed_until - m.created_at,
+            chrono::Duration::hours(1)
+        );
+    }
+
+    #[test]
+    fn action_and_detail_ids_compose_the_event_id_and_the_caller_may_set_level_and_request_id() {
+        // Arrange
+        let req = CreateUserMessage {
+            project_id: Some("p1".into()),
+            action_id: Some("002".into()),
+            detail_id: Some("006".into()),
+            resource_type: Some("VOLUME".into()),
+            request_id: Some("req-mine".into()),
+            message_level: Some("warning".into()),
+            ..CreateUserMessage::default()
+        };
+
+        // Act
+        let m = prepare(&catalog(), TTL, req).unwrap();
+
+        // Assert
+        assert_eq!(m.event_id, "VOLUME_VOLUME_002_006");
+        assert_eq!(
+            m.user_message,
+            "attach volume:Not enough quota resource for operation."
+        );
+        assert_eq!(m.message_level, "WARNING");
+        assert_eq!(m.request_id, "req-mine");
+        assert!(m.resource_uuid.is_none());
+    }
+
+    #[test]
+    fn a_request_breaking_a_rule_is_rejected_naming_the_rule() {
+        let no_project = CreateUserMessage {
+            project_id: None,
+            ..rejected_event()
+        };
+        assert_eq!(rejection(no_project), "project_id is required.");
+        let unknown = CreateUserMessage {
+            event_id: Some("NOPE_001".into()),
+            ..rejected_event()
+        };
+        assert_eq!(
+            rejection(unknown),
+            "Unknown event_id \"NOPE_001\": not in the permitted messages catalog."
+        );
+        let both = CreateUserMessage {
+            action_id: Some("002".into()),
+            ..rejected_event()
+        };
+        assert_eq!(
+            rejection(both),
+            "Give either event_id, or action_id and detail_id (with resource_type)."
+        );
+        let without_type = CreateUserMessage {
+            event_id: None,
+            action_id: Some("002".into()),
+            detail_id: Some("006".into()),
+            ..rejected_event()
+        };
+        assert_eq!(
+            rejection(without_type),
+            "resource_type is required with action_id and detail_id."
+        );
+        assert_eq!(
+            rejection(rejected_event().about("VOLUME", "6f9619ff-8b86-d011-b42d-00c04fc964ff")),
+            "resource_type \"VOLUME\" does not match event HERALD_SUBSCRIPTION_001_001, \
+             which is about SUBSCRIPTION."
+        );
+        assert_eq!(
+            rejection(rejected_event().about("SUBSCRIPTION", "x")),
+            "resource_uuid \"x\" is not a valid UUID."
+        );
+        assert_eq!(
+            rejection(CreateUserMessage {
+                message_level: Some("DEBUG".into()),
+                ..rejected_event()
+            }),
+            "message_level must be ERROR, WARNING or INFO."
+        );
+    }
+
+    #[test]
+    fn request_ids_and_event_ids_are_bounded() {
+        for bad in [
+            String::new(),
+            "a\nb".to_owned(),
+            "r".repeat(MAX_ID_CHARS + 1),
+        ] {
+            let req = CreateUserMessage {
+                request_id: Some(bad.clone()),
+                ..rejected_event()
+            };
+            assert_eq!(
+                rejection(req),
+                "request_id must be 1 to 255 printable characters.",
+                "{bad:?}"
+            );
+        }
+        let long = CreateUserMessage {
+            event_id: Some("E".repeat(crate::catalog::MAX_NAME_CHARS + 1)),
+            ..rejected_event()
+        };
+        assert_eq!(rejection(long), "event_id is longer than 255 characters.");
+        let longest = CreateUserMessage {
+            request_id: Some("r".repeat(MAX_ID_CHARS)),
+            ..rejected_event()
+        };
+        assert!(prepare(&catalog(), TTL, longest).is_ok());
+    }
+}
