@@ -2,16 +2,23 @@
 //! [`CinderError`] for `/v3` (`{"itemNotFound": {"code", "message"}}`). Each maps to a status
 //! and a stable body; internal failures are logged once here and answered opaquely.
 
+use std::collections::HashMap;
+
 use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
 };
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::{
+    api::cinder::microversion::{VersionError, MAX_VERSION, MIN_VERSION},
+    auth::AuthError,
     domain::Invalid,
     store::{errors::Limit, StoreError},
+    user_messages::CreateError,
 };
 
 /// An error of the Zaqar-style `/v2` API (and of the operations routes).
@@ -227,18 +234,16 @@ impl CinderError {
     }
 }
 
+/// Through [`ApiError`], so a store failure gets the same status, text and log line on
+/// both families, and any 500 is logged once, in `From<ApiError>`.
 impl From<StoreError> for CinderError {
     fn from(e: StoreError) -> Self {
-        match ApiError::from(e) {
-            ApiError::Internal(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The server has either erred or is incapable of performing the requested operation.",
-            ),
-            other => Self::new(other.status(), other.to_string()),
-        }
+        ApiError::from(e).into()
     }
 }
 
+/// The one place a `/v3` 500 is made: its cause is logged here, once, and the caller gets
+/// Cinder's opaque text.
 impl From<ApiError> for CinderError {
     fn from(e: ApiError) -> Self {
         match e {
@@ -254,6 +259,48 @@ impl From<ApiError> for CinderError {
     }
 }
 
+impl From<VersionError> for CinderError {
+    fn from(e: VersionError) -> Self {
+        match e {
+            VersionError::Malformed(s) => CinderError::bad_request(format!(
+                "API Version String {s} is of invalid format. Must be of format MajorNum.MinorNum."
+            )),
+            VersionError::Unsupported(v) => CinderError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                format!(
+                    "Version {v} is not supported by the API. Minimum is {MIN_VERSION} and maximum is {MAX_VERSION}."
+                ),
+            ),
+        }
+    }
+}
+
+impl From<AuthError> for CinderError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::MissingProject | AuthError::InvalidProject(_) => {
+                CinderError::bad_request(e.to_string())
+            }
+            AuthError::MissingToken | AuthError::UnknownToken | AuthError::NotProjectScoped => {
+                CinderError::new(StatusCode::UNAUTHORIZED, e.to_string())
+            }
+            AuthError::NoRole => CinderError::forbidden(e.to_string()),
+            AuthError::IdentityUnavailable => {
+                CinderError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<CreateError> for CinderError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Invalid(msg) => CinderError::bad_request(msg),
+            CreateError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for CinderError {
     fn into_response(self) -> Response {
         let body =
@@ -261,6 +308,18 @@ impl IntoResponse for CinderError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// The inside of a Cinder error body.
+#[derive(Serialize, ToSchema)]
+pub struct CinderFaultOut {
+    pub code: u16,
+    pub message: String,
+}
+
+/// A Cinder error body keyed by the fault name, e.g.
+/// `{"itemNotFound": {"code": 404, "message": "..."}}`.
+#[derive(Serialize, ToSchema)]
+pub struct CinderErrorOut(pub HashMap<String, CinderFaultOut>);
 
 #[cfg(test)]
 mod tests {

@@ -1,12 +1,12 @@
 //! The REST surface: one module per resource, merged here with the cross-cutting layers
 //! (request ids, metrics, body limit, timeouts, JSON errors for every failure).
 
+pub(crate) mod cinder;
 pub mod extract;
 mod messages;
 mod ops;
 mod subscriptions;
 mod topics;
-mod user_messages;
 
 use std::{
     pin::Pin,
@@ -82,7 +82,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(topics::router())
-        .merge(user_messages::router())
+        .merge(cinder::router())
         .merge(messages::router())
         .merge(subscriptions::router())
         .route_layer(middleware::from_fn(record_route))
@@ -102,7 +102,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             www_authenticate,
         ))
-        .layer(middleware::from_fn(user_messages::cinder_headers))
+        .layer(middleware::from_fn(cinder::cinder_headers))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -1,6 +1,99 @@
-//! The handlers (with and without the project in the path) and the router.
+//! The user message handlers: who calls on which project at which microversion
+//! ([`Scope`]), and list/show/delete/create, each with and without the project in the path
+//! (python-cinderclient uses both).
 
-use super::*;
+use std::collections::HashMap;
+
+use axum::{
+    extract::{FromRequestParts, Path, State},
+    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use uuid::Uuid;
+
+use super::{
+    discovery::base_url,
+    list_params::{CinderQuery, ListParams},
+    microversion::{Microversion, LIST_PARAMS_VERSION, MESSAGES_VERSION, MIN_VERSION},
+    views::{view, MessageLinkOut, MessageListOut, MessageShowOut},
+};
+use crate::{
+    api::{extract::RawBody, AppState},
+    auth::Identity,
+    domain::ProjectId,
+    error::{ApiError, CinderError, CinderErrorOut},
+    store::user_messages::UserMessage,
+    user_messages::CreateUserMessage,
+};
+
+/// Largest create body.
+const MAX_CREATE_BODY: usize = 16 * 1024;
+
+fn resource_not_found() -> CinderError {
+    CinderError::not_found("The resource could not be found.")
+}
+
+fn message_not_found(id: &str) -> CinderError {
+    CinderError::not_found(format!("Message {id} could not be found."))
+}
+
+fn policy_forbids(action: &str) -> CinderError {
+    CinderError::forbidden(format!(
+        "Policy doesn't allow message:{action} to be performed."
+    ))
+}
+
+/// Who calls, on which project, at which microversion (3.3 or later, else 404).
+/// The project is the path's `{project_id}` when present: it must be the caller's own
+/// unless the caller is an admin ("Malformed request url" otherwise, as Cinder says).
+pub struct Scope {
+    pub identity: Identity,
+    pub project: ProjectId,
+    pub version: Microversion,
+    /// The path's `{id}`, for routes that have one.
+    pub id: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Scope {
+    type Rejection = CinderError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, CinderError> {
+        let identity = state.auth.resolve(&parts.headers).await?;
+        let version = parts
+            .extensions
+            .get::<Microversion>()
+            .copied()
+            .unwrap_or(MIN_VERSION);
+        if version < MESSAGES_VERSION {
+            return Err(resource_not_found());
+        }
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| resource_not_found())?;
+        let project = match params.get("project_id") {
+            None => identity.project.clone(),
+            Some(p) if p == identity.project.as_str() => identity.project.clone(),
+            Some(p) if identity.is_admin() => ProjectId::parse(p)
+                .map_err(|_| CinderError::bad_request("Malformed request url"))?,
+            Some(_) => return Err(CinderError::bad_request("Malformed request url")),
+        };
+        Ok(Self {
+            identity,
+            project,
+            version,
+            id: params.get("id").cloned(),
+        })
+    }
+}
+
+impl Scope {
+    /// The path's message id as a UUID; anything else cannot exist (404).
+    fn message_id(&self) -> Result<Uuid, CinderError> {
+        let raw = self.id.as_deref().unwrap_or_default();
+        Uuid::parse_str(raw).map_err(|_| message_not_found(raw))
+    }
+}
 
 /// List the project's messages (3.5+: filters, sort, paging).
 #[utoipa::path(get, path = "/v3/{project_id}/messages", tag = "user messages",
@@ -16,8 +109,7 @@ use super::*;
     responses((status = 200, body = MessageListOut), (status = 400, body = CinderErrorOut),
         (status = 404, body = CinderErrorOut), (status = 406, body = CinderErrorOut),
         (status = 503, body = CinderErrorOut)))]
-
-pub(crate) async fn list_messages(
+pub(super) async fn list_messages(
     State(state): State<AppState>,
     scope: Scope,
     headers: HeaderMap,
@@ -32,17 +124,7 @@ pub(crate) async fn list_messages(
     let (page, more) = params.page(all)?;
     let base = base_url(&headers, &state.config.public_url);
     let messages_links = match page.last() {
-        Some(last) if more => {
-            let mut next = form_urlencoded::Serializer::new(String::new());
-            for (k, v) in query.iter().filter(|(k, _)| k != "marker" && k != "offset") {
-                next.append_pair(k, v);
-            }
-            next.append_pair("marker", &last.id.as_hyphenated().to_string());
-            Some(vec![MessageLinkOut {
-                rel: "next".into(),
-                href: format!("{base}/v3/{}/messages?{}", scope.project, next.finish()),
-            }])
-        }
+        Some(last) if more => Some(vec![next_link(&base, &scope.project, &query, last)]),
         _ => None,
     };
     Ok(Json(MessageListOut {
@@ -54,6 +136,25 @@ pub(crate) async fn list_messages(
     }))
 }
 
+/// The `next` link of a page ending at `last`: the same query with `marker` moved on and
+/// `offset` dropped.
+fn next_link(
+    base: &str,
+    project: &ProjectId,
+    query: &[(String, String)],
+    last: &UserMessage,
+) -> MessageLinkOut {
+    let mut next = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in query.iter().filter(|(k, _)| k != "marker" && k != "offset") {
+        next.append_pair(k, v);
+    }
+    next.append_pair("marker", &last.id.as_hyphenated().to_string());
+    MessageLinkOut {
+        rel: "next".into(),
+        href: format!("{base}/v3/{project}/messages?{}", next.finish()),
+    }
+}
+
 /// List the caller's messages (project from the identity).
 #[utoipa::path(get, path = "/v3/messages", tag = "user messages",
     params(("OpenStack-API-Version" = Option<String>, Header),
@@ -61,7 +162,7 @@ pub(crate) async fn list_messages(
         ("offset" = Option<usize>, Query), ("sort" = Option<String>, Query)),
     responses((status = 200, body = MessageListOut), (status = 400, body = CinderErrorOut),
         (status = 404, body = CinderErrorOut), (status = 503, body = CinderErrorOut)))]
-pub(crate) async fn list_own_messages(
+pub(super) async fn list_own_messages(
     state: State<AppState>,
     scope: Scope,
     headers: HeaderMap,
@@ -76,7 +177,7 @@ pub(crate) async fn list_own_messages(
         ("OpenStack-API-Version" = Option<String>, Header)),
     responses((status = 200, body = MessageShowOut), (status = 400, body = CinderErrorOut),
         (status = 404, body = CinderErrorOut), (status = 503, body = CinderErrorOut)))]
-pub(crate) async fn show_message(
+pub(super) async fn show_message(
     State(state): State<AppState>,
     scope: Scope,
     headers: HeaderMap,
@@ -98,7 +199,7 @@ pub(crate) async fn show_message(
     params(("id" = String, Path), ("OpenStack-API-Version" = Option<String>, Header)),
     responses((status = 200, body = MessageShowOut), (status = 404, body = CinderErrorOut),
         (status = 503, body = CinderErrorOut)))]
-pub(crate) async fn show_own_message(
+pub(super) async fn show_own_message(
     state: State<AppState>,
     scope: Scope,
     headers: HeaderMap,
@@ -113,7 +214,7 @@ pub(crate) async fn show_own_message(
     responses((status = 204, description = "Deleted"), (status = 400, body = CinderErrorOut),
         (status = 403, body = CinderErrorOut), (status = 404, body = CinderErrorOut),
         (status = 503, body = CinderErrorOut)))]
-pub(crate) async fn delete_message(
+pub(super) async fn delete_message(
     State(state): State<AppState>,
     scope: Scope,
 ) -> Result<StatusCode, CinderError> {
@@ -137,7 +238,7 @@ pub(crate) async fn delete_message(
     params(("id" = String, Path), ("OpenStack-API-Version" = Option<String>, Header)),
     responses((status = 204, description = "Deleted"), (status = 403, body = CinderErrorOut),
         (status = 404, body = CinderErrorOut), (status = 503, body = CinderErrorOut)))]
-pub(crate) async fn delete_own_message(
+pub(super) async fn delete_own_message(
     state: State<AppState>,
     scope: Scope,
 ) -> Result<StatusCode, CinderError> {
@@ -151,7 +252,7 @@ pub(crate) async fn delete_own_message(
     responses((status = 201, body = MessageShowOut, headers(("Location" = String))),
         (status = 400, body = CinderErrorOut), (status = 403, body = CinderErrorOut),
         (status = 413, body = CinderErrorOut), (status = 503, body = CinderErrorOut)))]
-pub(crate) async fn create_message(
+pub(super) async fn create_message(
     State(state): State<AppState>,
     scope: Scope,
     headers: HeaderMap,
@@ -186,24 +287,4 @@ pub(crate) async fn create_message(
         res.headers_mut().insert(header::LOCATION, v);
     }
     Ok(res)
-}
-
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(list_versions))
-        .route("/v3", get(show_v3_version))
-        .route("/v3/", get(show_v3_version))
-        .route("/v3/messages", get(list_own_messages))
-        .route(
-            "/v3/messages/{id}",
-            get(show_own_message).delete(delete_own_message),
-        )
-        .route(
-            "/v3/{project_id}/messages",
-            get(list_messages).post(create_message),
-        )
-        .route(
-            "/v3/{project_id}/messages/{id}",
-            get(show_message).delete(delete_message),
-        )
 }

@@ -1,10 +1,24 @@
-//! Version discovery documents (`/`, `/v3/`).
+//! Version discovery: the unversioned root (`/`, 300 Multiple Choices) and `/v3/`, with
+//! links built from the address the client used.
 
-use super::*;
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::microversion::{MAX_VERSION, MIN_VERSION};
+use crate::api::AppState;
+
+/// Date of the newest microversion, as Cinder reports it.
+const VERSION_UPDATED: &str = "2023-08-31T00:00:00Z";
 
 /// The request's base URL (`http://host:port`), from `Host` as Cinder does, so links work
 /// for the client whatever address it used.
-pub(crate) fn base_url(headers: &HeaderMap, fallback: &str) -> String {
+pub(super) fn base_url(headers: &HeaderMap, fallback: &str) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -21,8 +35,6 @@ pub(crate) fn base_url(headers: &HeaderMap, fallback: &str) -> String {
         None => fallback.trim_end_matches('/').to_owned(),
     }
 }
-
-// ---------------------------------------------------------------- version discovery
 
 #[derive(Serialize, ToSchema)]
 pub struct VersionLinkOut {
@@ -57,7 +69,7 @@ pub struct VersionsOut {
     pub versions: Vec<VersionOut>,
 }
 
-pub(crate) fn versions_document(base: &str) -> VersionsOut {
+fn versions_document(base: &str) -> VersionsOut {
     VersionsOut {
         versions: vec![VersionOut {
             id: "v3.0".into(),
@@ -88,7 +100,7 @@ pub(crate) fn versions_document(base: &str) -> VersionsOut {
 /// Every API version (Cinder's unversioned root answers 300 Multiple Choices).
 #[utoipa::path(get, path = "/", tag = "user messages",
     responses((status = 300, description = "The available versions", body = VersionsOut)))]
-pub(crate) async fn list_versions(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn list_versions(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let base = base_url(&headers, &state.config.public_url);
     (StatusCode::MULTIPLE_CHOICES, Json(versions_document(&base))).into_response()
 }
@@ -96,7 +108,7 @@ pub(crate) async fn list_versions(State(state): State<AppState>, headers: Header
 /// The v3 API's version document, with its microversion range.
 #[utoipa::path(get, path = "/v3/", tag = "user messages",
     responses((status = 200, body = VersionsOut)))]
-pub(crate) async fn show_v3_version(
+pub(super) async fn show_v3_version(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Json<VersionsOut> {
@@ -105,5 +117,3 @@ pub(crate) async fn show_v3_version(
         &state.config.public_url,
     )))
 }
-
-// ---------------------------------------------------------------- identity and scope

@@ -1,6 +1,12 @@
-//! Response bodies of user messages.
+//! How Cinder shows user messages: the message, a page of them and their links.
 
-use super::*;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{domain::ProjectId, store::user_messages::UserMessage};
+
+/// Timestamps without an offset, as Cinder prints them (always UTC).
+const DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageLinkOut {
@@ -40,23 +46,11 @@ pub struct MessageListOut {
     pub messages_links: Option<Vec<MessageLinkOut>>,
 }
 
-/// The inside of a Cinder error body.
-#[derive(Serialize, ToSchema)]
-pub struct CinderFaultOut {
-    pub code: u16,
-    pub message: String,
-}
-
-/// A Cinder error body keyed by the fault name, e.g.
-/// `{"itemNotFound": {"code": 404, "message": "..."}}`.
-#[derive(Serialize, ToSchema)]
-pub struct CinderErrorOut(pub HashMap<String, CinderFaultOut>);
-
 pub fn format_date(d: &chrono::DateTime<chrono::Utc>) -> String {
     d.format(DATE_FORMAT).to_string()
 }
 
-pub(crate) fn view(m: UserMessage, base: &str, project: &ProjectId) -> MessageOut {
+pub(super) fn view(m: UserMessage, base: &str, project: &ProjectId) -> MessageOut {
     let id = m.id.as_hyphenated().to_string();
     MessageOut {
         links: vec![
@@ -81,4 +75,16 @@ pub(crate) fn view(m: UserMessage, base: &str, project: &ProjectId) -> MessageOu
     }
 }
 
-// ---------------------------------------------------------------- list parameters
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    #[test]
+    fn dates_have_microseconds_and_no_offset() {
+        let d =
+            Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::microseconds(7);
+        assert_eq!(format_date(&d), "2026-01-02T03:04:05.000007");
+    }
+}

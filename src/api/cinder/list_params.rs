@@ -1,10 +1,34 @@
-//! The list engine: filters, sort keys, paging (`limit`, `marker`, `offset`).
+//! The 3.5+ list engine: Cinder's `limit`/`marker`/`offset` paging, `sort` (or the
+//! deprecated `sort_key`/`sort_dir`) and the message filters, applied to a project's
+//! messages.
 
-use super::*;
+use std::cmp::Ordering;
+
+use axum::{
+    extract::{FromRequestParts, Query},
+    http::request::Parts,
+};
+
+use super::views::format_date;
+use crate::{error::CinderError, store::user_messages::UserMessage};
+
+/// Default and largest page (Cinder's `osapi_max_limit`).
+const MAX_LIMIT: usize = 1000;
+/// Query keys that are not filters. `all_tenants` is ignored as Cinder does
+/// (cinderclient's find sends it); the list stays scoped to one project.
+const RESERVED_KEYS: [&str; 7] = [
+    "limit",
+    "marker",
+    "offset",
+    "sort",
+    "sort_key",
+    "sort_dir",
+    "all_tenants",
+];
 
 /// A message field usable as a sort key or filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Field {
+enum Field {
     Id,
     EventId,
     UserMessage,
@@ -17,7 +41,7 @@ pub(crate) enum Field {
 }
 
 impl Field {
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "id" => Self::Id,
             "event_id" => Self::EventId,
@@ -33,7 +57,7 @@ impl Field {
     }
 
     /// Filters a non-admin may use (Cinder's resource_filters for `message`).
-    pub(crate) fn is_filter(self) -> bool {
+    fn is_filter(self) -> bool {
         matches!(
             self,
             Self::ResourceUuid
@@ -44,7 +68,7 @@ impl Field {
         )
     }
 
-    pub(crate) fn text(self, m: &UserMessage) -> Option<String> {
+    fn text(self, m: &UserMessage) -> Option<String> {
         Some(match self {
             Self::Id => m.id.as_hyphenated().to_string(),
             Self::EventId => m.event_id.clone(),
@@ -58,7 +82,7 @@ impl Field {
         })
     }
 
-    pub(crate) fn cmp(self, a: &UserMessage, b: &UserMessage) -> Ordering {
+    fn cmp(self, a: &UserMessage, b: &UserMessage) -> Ordering {
         match self {
             Self::CreatedAt => a.created_at.cmp(&b.created_at),
             Self::GuaranteedUntil => a.guaranteed_until.cmp(&b.guaranteed_until),
@@ -71,7 +95,7 @@ impl Field {
 
 /// A validated 3.5+ list query.
 #[derive(Debug, PartialEq)]
-pub(crate) struct ListParams {
+pub(super) struct ListParams {
     limit: usize,
     marker: Option<String>,
     offset: usize,
@@ -92,7 +116,7 @@ impl Default for ListParams {
     }
 }
 
-pub(crate) fn parse_direction(d: &str) -> Result<bool, CinderError> {
+fn parse_direction(d: &str) -> Result<bool, CinderError> {
     match d.trim().to_ascii_lowercase().as_str() {
         "" | "desc" => Ok(false),
         "asc" => Ok(true),
@@ -102,41 +126,58 @@ pub(crate) fn parse_direction(d: &str) -> Result<bool, CinderError> {
     }
 }
 
-pub(crate) fn parse_sort_key(k: &str) -> Result<Field, CinderError> {
+fn parse_sort_key(k: &str) -> Result<Field, CinderError> {
     Field::parse(k.trim()).ok_or_else(|| {
         CinderError::bad_request(format!("Invalid input received: Invalid sort key {k}."))
     })
 }
 
+/// The trimmed value of the first `key` in the query.
+fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim())
+}
+
 impl ListParams {
     /// Cinder's rules for `limit`, `marker`, `offset`, `sort`/`sort_key`/`sort_dir` and
     /// the message filters (unknown filters: 400 for non-admins, ignored for admins).
-    pub(crate) fn parse(pairs: &[(String, String)], is_admin: bool) -> Result<Self, CinderError> {
-        let get = |k: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.trim())
-        };
+    pub(super) fn parse(pairs: &[(String, String)], is_admin: bool) -> Result<Self, CinderError> {
         let mut p = Self::default();
-        if let Some(l) = get("limit") {
+        p.parse_paging(pairs)?;
+        p.parse_sort(pairs)?;
+        p.parse_filters(pairs, is_admin)?;
+        Ok(p)
+    }
+
+    /// `limit` (capped at [`MAX_LIMIT`]), `marker` and `offset`.
+    fn parse_paging(&mut self, pairs: &[(String, String)]) -> Result<(), CinderError> {
+        if let Some(l) = get(pairs, "limit") {
             let n: i64 = l
                 .parse()
                 .map_err(|_| CinderError::bad_request("limit param must be an integer"))?;
             if n < 0 {
                 return Err(CinderError::bad_request("limit param must be positive"));
             }
-            p.limit = usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
+            self.limit = usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
         }
-        p.marker = get("marker").map(str::to_owned);
-        if let Some(o) = get("offset") {
+        self.marker = get(pairs, "marker").map(str::to_owned);
+        if let Some(o) = get(pairs, "offset") {
             let n: i64 = o
                 .parse()
                 .map_err(|_| CinderError::bad_request("offset must be an integer."))?;
-            p.offset =
+            self.offset =
                 usize::try_from(n).map_err(|_| CinderError::bad_request("offset must be >= 0."))?;
         }
-        let (sort, key, dir) = (get("sort"), get("sort_key"), get("sort_dir"));
+        Ok(())
+    }
+
+    /// `sort`, or the deprecated `sort_key`/`sort_dir` (never both); `created_at` and `id`
+    /// are appended as tie-breakers in the first key's direction.
+    fn parse_sort(&mut self, pairs: &[(String, String)]) -> Result<(), CinderError> {
+        let (sort, key, dir) = (
+            get(pairs, "sort"),
+            get(pairs, "sort_key"),
+            get(pairs, "sort_dir"),
+        );
         let mut keys: Vec<(Field, bool)> = Vec::new();
         if let Some(sort) = sort {
             if key.is_some() || dir.is_some() {
@@ -161,26 +202,24 @@ impl ListParams {
                     keys.push((tie, first_dir));
                 }
             }
-            p.sort = keys;
+            self.sort = keys;
         }
-        // `all_tenants` is ignored as Cinder does (cinderclient's find sends it); the
-        // list stays scoped to one project.
-        let reserved = [
-            "limit",
-            "marker",
-            "offset",
-            "sort",
-            "sort_key",
-            "sort_dir",
-            "all_tenants",
-        ];
+        Ok(())
+    }
+
+    /// Every other key is a filter; unknown ones are 400 unless the caller is an admin.
+    fn parse_filters(
+        &mut self,
+        pairs: &[(String, String)],
+        is_admin: bool,
+    ) -> Result<(), CinderError> {
         let mut invalid = Vec::new();
         for (k, v) in pairs {
-            if reserved.contains(&k.as_str()) {
+            if RESERVED_KEYS.contains(&k.as_str()) {
                 continue;
             }
             match Field::parse(k).filter(|f| f.is_filter()) {
-                Some(f) => p.filters.push((f, v.clone())),
+                Some(f) => self.filters.push((f, v.clone())),
                 None if is_admin => {}
                 None => invalid.push(k.as_str()),
             }
@@ -191,10 +230,10 @@ impl ListParams {
                 invalid.join(",")
             )));
         }
-        Ok(p)
+        Ok(())
     }
 
-    pub(crate) fn order(&self, a: &UserMessage, b: &UserMessage) -> Ordering {
+    fn order(&self, a: &UserMessage, b: &UserMessage) -> Ordering {
         for (field, asc) in &self.sort {
             let o = field.cmp(a, b);
             let o = if *asc { o } else { o.reverse() };
@@ -205,14 +244,14 @@ impl ListParams {
         Ordering::Equal
     }
 
-    pub(crate) fn matches(&self, m: &UserMessage) -> bool {
+    fn matches(&self, m: &UserMessage) -> bool {
         self.filters
             .iter()
             .all(|(f, v)| f.text(m).as_deref() == Some(v.as_str()))
     }
 
     /// Filters, sorts and cuts one page; also says whether another page follows.
-    pub(crate) fn page(
+    pub(super) fn page(
         &self,
         all: Vec<UserMessage>,
     ) -> Result<(Vec<UserMessage>, bool), CinderError> {
@@ -257,11 +296,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CinderQuery {
     }
 }
 
-// ---------------------------------------------------------------- handlers
-
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
     use chrono::{TimeZone, Utc};
+    use uuid::Uuid;
 
     use super::*;
 
@@ -269,46 +308,6 @@ mod tests {
         q.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
-    }
-
-    #[test]
-    fn microversions_are_negotiated_as_cinder_does() {
-        let v = |h: Option<&str>| Microversion::from_header(h);
-        assert_eq!(v(None), Ok(MIN_VERSION));
-        assert_eq!(v(Some("volume 3.5")), Ok(Microversion::new(3, 5)));
-        assert_eq!(v(Some("volume latest")), Ok(MAX_VERSION));
-        assert_eq!(v(Some("compute 2.1")), Ok(MIN_VERSION), "another service");
-        assert_eq!(
-            v(Some("compute 2.1, volume 3.40")),
-            Ok(Microversion::new(3, 40))
-        );
-        assert_eq!(
-            v(Some("volume 3.72")),
-            Err(VersionError::Unsupported(Microversion::new(3, 72)))
-        );
-        assert_eq!(
-            v(Some("volume 2.0")),
-            Err(VersionError::Unsupported(Microversion::new(2, 0)))
-        );
-        for bad in [
-            "volume 3",
-            "volume 3.x",
-            "volume 3.05",
-            "volume",
-            "volume 0.1",
-        ] {
-            assert!(
-                matches!(v(Some(bad)), Err(VersionError::Malformed(_))),
-                "{bad} is malformed"
-            );
-        }
-    }
-
-    #[test]
-    fn dates_have_microseconds_and_no_offset() {
-        let d =
-            Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::microseconds(7);
-        assert_eq!(format_date(&d), "2026-01-02T03:04:05.000007");
     }
 
     #[test]

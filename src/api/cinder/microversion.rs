@@ -1,6 +1,26 @@
-//! Microversion negotiation and the headers Cinder puts on every `/v3` response.
+//! Microversion negotiation: which `3.x` a `/v3` request asks for, and the headers Cinder
+//! stamps on every `/v3` response.
 
-use super::*;
+use axum::{
+    extract::Request,
+    http::{header, HeaderValue},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use crate::{
+    api::{is_cinder_path, RequestId},
+    error::CinderError,
+};
+
+/// Header carrying the microversion, in requests and responses.
+pub const VERSION_HEADER: &str = "OpenStack-API-Version";
+/// Oldest and newest microversions (Cinder's range; python-cinderclient's maximum).
+pub const MIN_VERSION: Microversion = Microversion::new(3, 0);
+pub const MAX_VERSION: Microversion = Microversion::new(3, 71);
+/// First microversion with user messages, and with list parameters.
+pub(super) const MESSAGES_VERSION: Microversion = Microversion::new(3, 3);
+pub(super) const LIST_PARAMS_VERSION: Microversion = Microversion::new(3, 5);
 
 /// A negotiated microversion `3.x`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,7 +44,7 @@ impl Microversion {
     }
 
     /// Cinder's `^([1-9]\d*)\.([1-9]\d*|0)$`, or `latest`.
-    pub(crate) fn parse(s: &str) -> Result<Self, VersionError> {
+    fn parse(s: &str) -> Result<Self, VersionError> {
         if s.eq_ignore_ascii_case("latest") {
             return Ok(MAX_VERSION);
         }
@@ -75,26 +95,10 @@ impl std::fmt::Display for Microversion {
     }
 }
 
-impl From<VersionError> for CinderError {
-    fn from(e: VersionError) -> Self {
-        match e {
-            VersionError::Malformed(s) => CinderError::bad_request(format!(
-                "API Version String {s} is of invalid format. Must be of format MajorNum.MinorNum."
-            )),
-            VersionError::Unsupported(v) => CinderError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                format!(
-                    "Version {v} is not supported by the API. Minimum is {MIN_VERSION} and maximum is {MAX_VERSION}."
-                ),
-            ),
-        }
-    }
-}
-
 /// Negotiates the microversion of every `/v3` request and stamps Cinder's headers on
 /// every `/v3` response, errors included: `OpenStack-API-Version`, `Vary`,
 /// `x-compute-request-id` (same id as `x-openstack-request-id`).
-pub(crate) async fn cinder_headers(mut req: Request, next: Next) -> Response {
+pub(in crate::api) async fn cinder_headers(mut req: Request, next: Next) -> Response {
     if !is_cinder_path(req.uri().path()) {
         return next.run(req).await;
     }
@@ -119,4 +123,42 @@ pub(crate) async fn cinder_headers(mut req: Request, next: Next) -> Response {
         headers.insert("x-compute-request-id", id);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn microversions_are_negotiated_as_cinder_does() {
+        let v = |h: Option<&str>| Microversion::from_header(h);
+        assert_eq!(v(None), Ok(MIN_VERSION));
+        assert_eq!(v(Some("volume 3.5")), Ok(Microversion::new(3, 5)));
+        assert_eq!(v(Some("volume latest")), Ok(MAX_VERSION));
+        assert_eq!(v(Some("compute 2.1")), Ok(MIN_VERSION), "another service");
+        assert_eq!(
+            v(Some("compute 2.1, volume 3.40")),
+            Ok(Microversion::new(3, 40))
+        );
+        assert_eq!(
+            v(Some("volume 3.72")),
+            Err(VersionError::Unsupported(Microversion::new(3, 72)))
+        );
+        assert_eq!(
+            v(Some("volume 2.0")),
+            Err(VersionError::Unsupported(Microversion::new(2, 0)))
+        );
+        for bad in [
+            "volume 3",
+            "volume 3.x",
+            "volume 3.05",
+            "volume",
+            "volume 0.1",
+        ] {
+            assert!(
+                matches!(v(Some(bad)), Err(VersionError::Malformed(_))),
+                "{bad} is malformed"
+            );
+        }
+    }
 }
