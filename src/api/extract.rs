@@ -76,15 +76,19 @@ impl V2Identity {
 }
 
 /// The raw body, with the size limit turned into a JSON 413.
-pub struct Body(pub Bytes);
+pub struct RawBody(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+/// The old name, for `api/user_messages.rs` until its split lands (it shadows
+/// `axum::body::Body`: use [`RawBody`]).
+pub type Body = RawBody;
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         Bytes::from_request(req, state)
             .await
-            .map(Body)
+            .map(RawBody)
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge("The request body is larger than allowed.".into())
@@ -95,7 +99,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
-impl Body {
+impl RawBody {
     /// Parses the body as JSON; an empty body is `None`.
     pub fn json_opt<T: DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
         if self.0.iter().all(u8::is_ascii_whitespace) {
@@ -124,14 +128,14 @@ impl Body {
     }
 }
 
-/// A JSON body that must be present (any JSON value).
-pub fn require_object(v: &Value, what: &str) -> Result<(), ApiError> {
-    if v.is_object() {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "{what} must be a JSON object."
-        )))
+/// A JSON object's fields as `T`, or `None` for any other JSON value (a derived
+/// `Deserialize` would read an array as the fields in order). Bodies are parsed as a
+/// [`Value`] first, so a duplicated key is the last one, as before; the caller maps a
+/// field's deserialization error to that field's message.
+pub fn object_fields<T: DeserializeOwned>(v: Value) -> Option<Result<T, serde_json::Error>> {
+    match v {
+        Value::Object(_) => Some(serde_json::from_value(v)),
+        _ => None,
     }
 }
 

@@ -15,15 +15,15 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
-    extract::{Body, TopicPath, V2Identity},
+    extract::{RawBody, TopicPath, V2Identity},
     AppState,
 };
 use crate::{
-    auth::Identity,
     domain::{
         filter_policy::Attributes,
-        topic_metadata::{MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS, MIN_MESSAGE_TTL_SECS},
-        TopicMetadata,
+        topic_metadata::{
+            acl_allows, MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS, MIN_MESSAGE_TTL_SECS,
+        },
     },
     error::ApiError,
     store::{messages::OutgoingMessage, subscriptions::derived_id},
@@ -41,26 +41,6 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 pub struct MessagesPostOut {
     /// `/v2/topics/{name}/messages/{id}` for each message, in order.
     pub resources: Vec<String>,
-}
-
-/// Whether each list the topic sets (`_allowed_{kind}_users`, `_allowed_{kind}_projects`)
-/// names the caller. Unset lists allow everybody who can see the topic.
-pub(crate) fn acl_allows(meta: &TopicMetadata, kind: &str, identity: &Identity) -> bool {
-    if identity.is_admin() {
-        return true;
-    }
-    let users_ok = meta
-        .list(&format!("_allowed_{kind}_users"))
-        .is_none_or(|users| {
-            identity
-                .user_id
-                .as_deref()
-                .is_some_and(|u| users.contains(&u))
-        });
-    let projects_ok = meta
-        .list(&format!("_allowed_{kind}_projects"))
-        .is_none_or(|projects| projects.contains(&identity.project.as_str()));
-    users_ok && projects_ok
 }
 
 fn int_field(
@@ -97,7 +77,7 @@ async fn post_messages(
     identity: V2Identity,
     TopicPath(name): TopicPath,
     headers: HeaderMap,
-    body: Body,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
     let topic = state
