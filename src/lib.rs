@@ -31,5 +31,6 @@ pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
+pub mod subscriptions;
 pub mod telemetry;
 pub mod user_messages;

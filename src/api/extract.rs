@@ -7,6 +7,7 @@ use axum::{
     http::{request::Parts, StatusCode},
 };
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::AppState;
 use crate::{
@@ -121,6 +122,17 @@ impl RawBody {
         } else {
             Ok(self)
         }
+    }
+}
+
+/// A JSON object's fields as `T`, or `None` for any other JSON value (a derived
+/// `Deserialize` would read an array as the fields in order). Bodies are parsed as a
+/// [`Value`] first, so a duplicated key is the last one, as before; the caller maps a
+/// field's deserialization error to that field's message.
+pub fn object_fields<T: DeserializeOwned>(v: Value) -> Option<Result<T, serde_json::Error>> {
+    match v {
+        Value::Object(_) => Some(serde_json::from_value(v)),
+        _ => None,
     }
 }
 

@@ -19,11 +19,12 @@ use super::{
     AppState,
 };
 use crate::{
-    auth::Identity,
     domain::{
         filter_policy::Attributes,
-        topic_metadata::{MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS, MIN_MESSAGE_TTL_SECS},
-        TopicMetadata,
+        topic_metadata::{
+            acl_allows, TopicMetadata, MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS,
+            MIN_MESSAGE_TTL_SECS,
+        },
     },
     error::ApiError,
     store::{messages::OutgoingMessage, subscriptions::derived_id},
@@ -41,26 +42,6 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 pub struct MessagesPostOut {
     /// `/v2/topics/{name}/messages/{id}` for each message, in order.
     pub resources: Vec<String>,
-}
-
-/// Whether each list the topic sets (`_allowed_{kind}_users`, `_allowed_{kind}_projects`)
-/// names the caller. Unset lists allow everybody who can see the topic.
-pub(crate) fn acl_allows(meta: &TopicMetadata, kind: &str, identity: &Identity) -> bool {
-    if identity.is_admin() {
-        return true;
-    }
-    let users_ok = meta
-        .list(&format!("_allowed_{kind}_users"))
-        .is_none_or(|users| {
-            identity
-                .user_id
-                .as_deref()
-                .is_some_and(|u| users.contains(&u))
-        });
-    let projects_ok = meta
-        .list(&format!("_allowed_{kind}_projects"))
-        .is_none_or(|projects| projects.contains(&identity.project.as_str()));
-    users_ok && projects_ok
 }
 
 fn int_field(
@@ -81,6 +62,73 @@ fn int_field(
                 ))
             }),
     }
+}
+
+/// The `messages` list of a publish body: present, a list, not empty.
+fn message_list(doc: &Value) -> Result<&Vec<Value>, ApiError> {
+    let list = doc
+        .as_object()
+        .and_then(|o| o.get("messages"))
+        .ok_or_else(|| ApiError::BadRequest("Missing parameter messages in body.".into()))?
+        .as_array()
+        .ok_or_else(|| ApiError::BadRequest("messages must be a list.".into()))?;
+    if list.is_empty() {
+        return Err(ApiError::BadRequest("No messages to post.".into()));
+    }
+    Ok(list)
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 256 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Idempotency-Key must be 1 to 256 visible ASCII characters.".into(),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// The messages to publish, with the topic's default ttl and delay; `id(i)` names the
+/// `i`-th.
+fn outgoing(
+    list: &[Value],
+    meta: &TopicMetadata,
+    now_ms: i64,
+    id: impl Fn(usize) -> String,
+) -> Result<Vec<OutgoingMessage>, ApiError> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let m = m
+            .as_object()
+            .ok_or_else(|| ApiError::BadRequest("Each message must be a JSON object.".into()))?;
+        let body = m
+            .get("body")
+            .ok_or_else(|| ApiError::BadRequest("Missing parameter body in a message.".into()))?;
+        let ttl = int_field(m, "ttl", MIN_MESSAGE_TTL_SECS, MAX_MESSAGE_TTL_SECS)?
+            .unwrap_or_else(|| meta.default_message_ttl());
+        let delay = int_field(m, "delay", 0, MAX_MESSAGE_DELAY_SECS)?
+            .unwrap_or_else(|| meta.default_message_delay());
+        let attributes = m
+            .get("attributes")
+            .map(Attributes::parse)
+            .transpose()?
+            .unwrap_or_default();
+        out.push(OutgoingMessage {
+            id: id(i),
+            body: Bytes::from(body.to_string()),
+            ttl_secs: ttl,
+            not_before_ms: (delay > 0).then(|| now_ms + delay as i64 * 1000),
+            attributes,
+        });
+    }
+    Ok(out)
 }
 
 /// Post messages to a topic; every subscription receives each of them.
@@ -112,58 +160,17 @@ async fn post_messages(
     }
     let body = body.limit(topic.metadata.max_messages_post_size() as usize)?;
     let doc: Value = body.json()?;
-    let list = doc
-        .as_object()
-        .and_then(|o| o.get("messages"))
-        .ok_or_else(|| ApiError::BadRequest("Missing parameter messages in body.".into()))?
-        .as_array()
-        .ok_or_else(|| ApiError::BadRequest("messages must be a list.".into()))?;
-    if list.is_empty() {
-        return Err(ApiError::BadRequest("No messages to post.".into()));
-    }
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
-                .ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "Idempotency-Key must be 1 to 256 visible ASCII characters.".into(),
-                    )
-                })?,
-        ),
-    };
-    let now_ms = Utc::now().timestamp_millis();
-    let mut out = Vec::with_capacity(list.len());
-    for (i, m) in list.iter().enumerate() {
-        let m = m
-            .as_object()
-            .ok_or_else(|| ApiError::BadRequest("Each message must be a JSON object.".into()))?;
-        let body = m
-            .get("body")
-            .ok_or_else(|| ApiError::BadRequest("Missing parameter body in a message.".into()))?;
-        let ttl = int_field(m, "ttl", MIN_MESSAGE_TTL_SECS, MAX_MESSAGE_TTL_SECS)?
-            .unwrap_or_else(|| topic.metadata.default_message_ttl());
-        let delay = int_field(m, "delay", 0, MAX_MESSAGE_DELAY_SECS)?
-            .unwrap_or_else(|| topic.metadata.default_message_delay());
-        let attributes = m
-            .get("attributes")
-            .map(Attributes::parse)
-            .transpose()?
-            .unwrap_or_default();
-        let id = match key {
+    let list = message_list(&doc)?;
+    let key = idempotency_key(&headers)?;
+    let out = outgoing(
+        list,
+        &topic.metadata,
+        Utc::now().timestamp_millis(),
+        |i| match key {
             Some(k) => derived_id(&[identity.project.as_str(), name.as_str(), k, &i.to_string()]),
             None => uuid::Uuid::new_v4().to_string(),
-        };
-        out.push(OutgoingMessage {
-            id,
-            body: Bytes::from(body.to_string()),
-            ttl_secs: ttl,
-            not_before_ms: (delay > 0).then(|| now_ms + delay as i64 * 1000),
-            attributes,
-        });
-    }
+        },
+    )?;
     let published = state
         .store
         .publish_messages(&identity.project, &name, &out)
@@ -195,4 +202,79 @@ async fn post_messages(
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v2/topics/{name}/messages", post(post_messages))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn message(e: ApiError) -> String {
+        match e {
+            ApiError::BadRequest(m) => m,
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+
+    #[test]
+    fn the_batch_must_be_a_non_empty_messages_list() {
+        let cases = [
+            (json!([]), "Missing parameter messages in body."),
+            (json!({"x": 1}), "Missing parameter messages in body."),
+            (json!({"messages": {}}), "messages must be a list."),
+            (json!({"messages": []}), "No messages to post."),
+        ];
+        for (doc, want) in cases {
+            assert_eq!(message(message_list(&doc).unwrap_err()), want, "{doc}");
+        }
+        assert_eq!(message_list(&json!({"messages": [1]})).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn idempotency_keys_are_1_to_256_characters() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(idempotency_key(&headers).unwrap(), None);
+        headers.insert("idempotency-key", HeaderValue::from_static("k1"));
+        assert_eq!(idempotency_key(&headers).unwrap(), Some("k1"));
+        for bad in [String::new(), "k".repeat(257)] {
+            headers.insert("idempotency-key", HeaderValue::from_str(&bad).unwrap());
+            assert_eq!(
+                message(idempotency_key(&headers).unwrap_err()),
+                "Idempotency-Key must be 1 to 256 visible ASCII characters."
+            );
+        }
+    }
+
+    #[test]
+    fn each_message_is_checked_and_gets_the_topic_defaults() {
+        let meta = TopicMetadata::default();
+        let bad = |m: Value| message(outgoing(&[m], &meta, 0, |i| i.to_string()).unwrap_err());
+        assert_eq!(bad(json!(1)), "Each message must be a JSON object.");
+        assert_eq!(
+            bad(json!({"ttl": 60})),
+            "Missing parameter body in a message."
+        );
+        assert_eq!(
+            bad(json!({"body": 1, "ttl": 59})),
+            format!("The ttl of a message must be an integer between {MIN_MESSAGE_TTL_SECS} and {MAX_MESSAGE_TTL_SECS}.")
+        );
+        assert_eq!(
+            bad(json!({"body": 1, "delay": -1})),
+            format!(
+                "The delay of a message must be an integer between 0 and {MAX_MESSAGE_DELAY_SECS}."
+            )
+        );
+
+        let list = [
+            json!({"body": {"a": 1}}),
+            json!({"body": "x", "ttl": 120, "delay": 2}),
+        ];
+        let out = outgoing(&list, &meta, 1_000, |i| format!("id{i}")).unwrap();
+        assert_eq!(out[0].id, "id0");
+        assert_eq!(out[0].ttl_secs, meta.default_message_ttl());
+        assert_eq!(out[0].not_before_ms, None);
+        assert_eq!(&out[0].body[..], br#"{"a":1}"#);
+        assert_eq!((out[1].ttl_secs, out[1].not_before_ms), (120, Some(3_000)));
+    }
 }

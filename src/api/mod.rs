@@ -325,7 +325,11 @@ fn method_label(m: &Method) -> String {
 
 /// A 201/204-style empty response with a `Location` header.
 pub(crate) fn created_at(status: StatusCode, location: &str) -> Response {
-    let mut res = (status, Body::empty()).into_response();
+    with_location((status, Body::empty()).into_response(), location)
+}
+
+/// `res` with a `Location` header (none when `location` is not a valid header value).
+pub(crate) fn with_location(mut res: Response, location: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(location) {
         res.headers_mut().insert(header::LOCATION, v);
     }

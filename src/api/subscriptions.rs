@@ -8,31 +8,23 @@ use axum::{
     routing::{get, post, put},
     Json, Router,
 };
-use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{
-    created_at,
-    extract::{QueryPairs, RawBody, TopicPath, V2Identity},
-    messages::acl_allows,
-    topics::{load_topic, ErrorOut, LinkOut},
-    AppState,
+    extract::{object_fields, QueryPairs, RawBody, TopicPath, V2Identity},
+    topics::{next_link, ErrorOut, LinkOut},
+    with_location, AppState,
 };
 use crate::{
-    auth::Identity,
-    config::{AuthMode, NatsSubscriberScope},
-    delivery::{confirm, consumer_limits},
-    domain::{signed_url::SignedUrl, subscriber, ProjectId, RetryPolicy, Subscriber, TopicName},
+    domain::{signed_url::SignedUrl, timestamps, ProjectId, TopicName},
     error::ApiError,
-    store::{
-        subscriptions::{Created, Subscription},
-        topics::Topic,
-    },
+    store::subscriptions::Subscription,
+    subscriptions::{not_found, SubscriptionDoc, Subscriptions},
 };
 
-const DEFAULT_TTL_SECS: u64 = 3600;
 const DEFAULT_LIST_LIMIT: usize = 10;
 const MAX_LIST_LIMIT: usize = 20;
 /// Largest accepted subscription document.
@@ -61,10 +53,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SubscriptionPath {
 
 fn href(topic: &TopicName, id: &str) -> String {
     format!("/v2/topics/{topic}/subscriptions/{id}")
-}
-
-fn not_found() -> ApiError {
-    ApiError::NotFound("Subscription could not be found.".into())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -107,124 +95,13 @@ pub struct SubscriptionListOut {
     pub links: Vec<LinkOut>,
 }
 
-fn parse_subscriber(
-    state: &AppState,
-    project: &ProjectId,
-    v: &Value,
-) -> Result<Subscriber, ApiError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| ApiError::BadRequest("subscriber must be a string.".into()))?;
-    let subscriber = Subscriber::parse(s)?;
-    if let Subscriber::Nats { subject } = &subscriber {
-        if state.config.nats_subscriber_scope == NatsSubscriberScope::Project
-            && !subscriber::nats_subject_in_project(subject, project.as_str())
-        {
-            return Err(ApiError::BadRequest(format!(
-                "Invalid subscriber {s:?}: nats_subscriber_scope is project, so the subject must be under {project}. (the project's own NATS namespace).",
-                project = project.as_str()
-            )));
-        }
+/// The subscriptions service for this request.
+fn service(state: &AppState) -> Subscriptions<'_> {
+    Subscriptions {
+        store: &state.store,
+        config: &state.config,
+        outbound: &state.outbound,
     }
-    Ok(subscriber)
-}
-
-fn parse_ttl(state: &AppState, v: &Value) -> Result<u64, ApiError> {
-    let min = state.config.min_subscription_ttl;
-    v.as_u64()
-        .filter(|t| *t >= min && *t <= i32::MAX as u64)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("ttl must be an integer of at least {min} seconds."))
-        })
-}
-
-fn parse_options(v: &Value) -> Result<Map<String, Value>, ApiError> {
-    let bad = |m: &str| ApiError::BadRequest(m.to_owned());
-    let options = v
-        .as_object()
-        .ok_or_else(|| bad("options must be a JSON object."))?;
-    if let Some(p) = options.get("_retry_policy") {
-        RetryPolicy::parse(p)?;
-    }
-    crate::domain::filter_policy::FilterPolicy::from_options(options)?;
-    if let Some(h) = options.get("post_headers") {
-        let ok = h.as_object().is_some_and(|m| {
-            m.iter().all(|(k, v)| {
-                axum::http::HeaderName::from_bytes(k.as_bytes()).is_ok()
-                    && v.as_str()
-                        .is_some_and(|v| axum::http::HeaderValue::from_str(v).is_ok())
-            })
-        });
-        if !ok {
-            return Err(bad(
-                "options.post_headers must be an object of valid header names and string values.",
-            ));
-        }
-    }
-    for key in ["secret", "from", "subject"] {
-        if options.get(key).is_some_and(|v| !v.is_string()) {
-            return Err(ApiError::BadRequest(format!(
-                "options.{key} must be a string."
-            )));
-        }
-    }
-    if options.get("ordered").is_some_and(|v| !v.is_boolean()) {
-        return Err(bad("options.ordered must be a boolean."));
-    }
-    Ok(options.clone())
-}
-
-/// The subscribe ACL of the topic: projects, users and protocol.
-fn check_subscribe(
-    topic: &Topic,
-    identity: &Identity,
-    subscriber: &Subscriber,
-) -> Result<(), ApiError> {
-    if !acl_allows(&topic.metadata, "subscribe", identity) {
-        return Err(ApiError::Forbidden(
-            "You are not allowed to subscribe to this topic.".into(),
-        ));
-    }
-    let protocol = subscriber.protocol();
-    if !topic.metadata.allows_protocol(protocol) {
-        return Err(ApiError::Forbidden(format!(
-            "The protocol {} is not allowed by this topic.",
-            protocol.as_str()
-        )));
-    }
-    Ok(())
-}
-
-/// The credential Herald presents to a `trust+` subscriber on the creator's behalf.
-fn delegation(state: &AppState, identity: &Identity) -> Result<String, ApiError> {
-    match state.config.auth_mode {
-        AuthMode::Tokens => identity.delegable_token.clone().ok_or_else(|| {
-            ApiError::Forbidden(
-                "trust subscriptions need a token marked \"delegable\" in the tokens file.".into(),
-            )
-        }),
-        // Keystone trusts (design.md, issue 12 part 2) are not built yet: refuse rather than
-        // hand the caller's own, short-lived token to a subscriber.
-        AuthMode::Keystone => Err(ApiError::Forbidden(
-            "trust subscriptions are not yet supported with auth_mode = keystone.".into(),
-        )),
-        // Cinder's noauth token form.
-        AuthMode::Noauth => Ok(format!(
-            "{}:{}",
-            identity.user_id.as_deref().unwrap_or("herald"),
-            identity.project
-        )),
-    }
-}
-
-fn needs_confirmation(state: &AppState, sub: &Subscription) -> bool {
-    state.config.require_confirmation
-        && Subscriber::parse(&sub.subscriber).is_ok_and(|s| s.needs_confirmation())
-}
-
-fn send_confirmation(state: &AppState, sub: Subscription, unsubscribe: bool) {
-    let (outbound, config) = (state.outbound.clone(), state.config.clone());
-    tokio::spawn(async move { confirm::send(&outbound, &config, &sub, unsubscribe).await });
 }
 
 /// Subscribe to a topic.
@@ -241,67 +118,13 @@ async fn create_subscription(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
-    let doc: Value = body.limit(MAX_BODY_BYTES)?.json()?;
-    let doc = doc
-        .as_object()
-        .ok_or_else(|| ApiError::BadRequest("The subscription must be a JSON object.".into()))?;
-    let subscriber = parse_subscriber(
-        &state,
-        &identity.project,
-        doc.get("subscriber")
-            .ok_or_else(|| ApiError::BadRequest("Missing parameter subscriber in body.".into()))?,
-    )?;
-    let ttl = doc
-        .get("ttl")
-        .map(|v| parse_ttl(&state, v))
-        .transpose()?
-        .unwrap_or(DEFAULT_TTL_SECS);
-    let options = doc
-        .get("options")
-        .map(parse_options)
-        .transpose()?
-        .unwrap_or_default();
-    let topic = load_topic(&state, &identity.project, &name).await?;
-    check_subscribe(&topic, &identity, &subscriber)?;
-    let delegated_token = match subscriber.protocol() {
-        crate::domain::Protocol::Trust => Some(delegation(&state, &identity)?),
-        _ => None,
-    };
-    let now = Utc::now();
-    let sub = Subscription {
-        id: String::new(),
-        project: identity.project.clone(),
-        topic: name.clone(),
-        subscriber: doc["subscriber"].as_str().unwrap_or_default().to_owned(),
-        options,
-        ttl,
-        created_at: now,
-        expires_at: now + Duration::seconds(ttl as i64),
-        confirmed: false,
-        unsubscribed: false,
-        source_user: identity.user_id.clone(),
-        delegated_token,
-    };
-    let limits = consumer_limits(&state.config);
-    let sub = match state.store.create_subscription(sub, limits).await? {
-        Created::New(sub) => sub,
-        Created::Existing(sub) if sub.confirmed => return Err(subscription_exists()),
-        Created::Existing(sub) => sub,
-    };
-    if needs_confirmation(&state, &sub) {
-        send_confirmation(&state, sub.clone(), false);
-    }
-    let mut res = created_at(StatusCode::CREATED, &href(&name, &sub.id));
-    let location = res.headers().clone();
-    res = (
-        StatusCode::CREATED,
-        Json(SubscriptionCreatedOut {
-            subscription_id: sub.id,
-        }),
-    )
-        .into_response();
-    res.headers_mut().extend(location);
-    Ok(res)
+    let doc = SubscriptionDoc::for_create(body.limit(MAX_BODY_BYTES)?.json()?)?;
+    let sub = service(&state).create(&identity, &name, doc).await?;
+    let out = Json(SubscriptionCreatedOut {
+        subscription_id: sub.id.clone(),
+    });
+    let res = (StatusCode::CREATED, out).into_response();
+    Ok(with_location(res, &href(&name, &sub.id)))
 }
 
 /// List a topic's subscriptions.
@@ -316,45 +139,19 @@ async fn list_subscriptions(
 ) -> Result<Json<SubscriptionListOut>, ApiError> {
     let limit = query.limit(DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
     let marker = query.get("marker").unwrap_or_default();
-    load_topic(&state, &identity.project, &name).await?;
-    let now = Utc::now();
-    let page: Vec<Subscription> = state
-        .store
-        .list_subscriptions(&identity.project, &name)
-        .await?
-        .into_iter()
-        .filter(|s| !s.is_expired(now) && s.id.as_str() > marker)
-        .take(limit)
-        .collect();
-    let links = page
-        .last()
-        .map(|last| LinkOut {
-            rel: "next".into(),
-            href: format!(
-                "/v2/topics/{name}/subscriptions?marker={}&limit={limit}",
-                last.id
-            ),
-        })
-        .into_iter()
-        .collect();
+    let page = service(&state)
+        .list(&identity.project, &name, marker, limit)
+        .await?;
+    let links = next_link(&page, |last| {
+        format!(
+            "/v2/topics/{name}/subscriptions?marker={}&limit={limit}",
+            last.id
+        )
+    });
     Ok(Json(SubscriptionListOut {
         subscriptions: page.iter().map(SubscriptionOut::from).collect(),
         links,
     }))
-}
-
-async fn load_subscription(
-    state: &AppState,
-    project: &ProjectId,
-    topic: &TopicName,
-    id: &str,
-) -> Result<Subscription, ApiError> {
-    state
-        .store
-        .get_subscription(project, topic, id)
-        .await?
-        .filter(|s| !s.is_expired(Utc::now()))
-        .ok_or_else(not_found)
 }
 
 /// Get one subscription.
@@ -367,7 +164,7 @@ async fn get_subscription(
     TopicPath(name): TopicPath,
     SubscriptionPath(id): SubscriptionPath,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
-    let sub = load_subscription(&state, &identity.project, &name, &id).await?;
+    let sub = service(&state).get(&identity.project, &name, &id).await?;
     Ok(Json(SubscriptionOut::from(&sub)))
 }
 
@@ -385,62 +182,8 @@ async fn update_subscription(
     body: RawBody,
 ) -> Result<StatusCode, ApiError> {
     let identity = identity.writer()?;
-    let doc: Value = body.limit(MAX_BODY_BYTES)?.json()?;
-    let doc = doc.as_object().filter(|d| !d.is_empty()).ok_or_else(|| {
-        ApiError::BadRequest(
-            "The patch must be a JSON object with subscriber, ttl or options.".into(),
-        )
-    })?;
-    if let Some(k) = doc
-        .keys()
-        .find(|k| !matches!(k.as_str(), "subscriber" | "ttl" | "options"))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "Unknown field {k}: only subscriber, ttl and options can be changed."
-        )));
-    }
-    let subscriber = doc
-        .get("subscriber")
-        .map(|v| parse_subscriber(&state, &identity.project, v))
-        .transpose()?;
-    let ttl = doc.get("ttl").map(|v| parse_ttl(&state, v)).transpose()?;
-    let options = doc.get("options").map(parse_options).transpose()?;
-    let topic = load_topic(&state, &identity.project, &name).await?;
-    let mut sub = load_subscription(&state, &identity.project, &name, &id).await?;
-    if let Some(subscriber) = subscriber {
-        check_subscribe(&topic, &identity, &subscriber)?;
-        let raw = doc["subscriber"].as_str().unwrap_or_default().to_owned();
-        if raw != sub.subscriber {
-            let taken = state
-                .store
-                .list_subscriptions(&identity.project, &name)
-                .await?
-                .iter()
-                .any(|s| s.subscriber == raw && s.id != sub.id);
-            if taken {
-                return Err(subscription_exists());
-            }
-            if subscriber.protocol() == crate::domain::Protocol::Trust {
-                sub.delegated_token = Some(delegation(&state, &identity)?);
-            }
-            sub.subscriber = raw;
-        }
-    }
-    if let Some(ttl) = ttl {
-        sub.ttl = ttl;
-        sub.expires_at = Utc::now() + Duration::seconds(ttl as i64);
-    }
-    if let Some(options) = options {
-        sub.options = options;
-    }
-    state
-        .store
-        .update_subscription(&sub, consumer_limits(&state.config))
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => not_found(),
-            e => e.into(),
-        })?;
+    let doc = SubscriptionDoc::for_patch(body.limit(MAX_BODY_BYTES)?.json()?)?;
+    service(&state).update(&identity, &name, &id, doc).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -513,23 +256,20 @@ async fn confirm_subscription(
     let path = format!("/v2/topics/{name}/subscriptions/{id}/confirm");
     let project = confirm_project(&state, &headers, &path).await?;
     let doc: Value = body.limit(MAX_BODY_BYTES)?.json()?;
-    let confirmed = doc
-        .get("confirmed")
-        .and_then(Value::as_bool)
-        .ok_or_else(|| ApiError::BadRequest("confirmed must be a boolean.".into()))?;
-    let mut sub = load_subscription(&state, &project, &name, &id).await?;
-    if sub.confirmed != confirmed || sub.unsubscribed == confirmed {
-        sub.confirmed = confirmed;
-        sub.unsubscribed = !confirmed;
-        state
-            .store
-            .update_subscription(&sub, consumer_limits(&state.config))
-            .await?;
-    }
-    if !confirmed && needs_confirmation(&state, &sub) {
-        send_confirmation(&state, sub, true);
-    }
+    let confirmed = match object_fields::<ConfirmIn>(doc) {
+        Some(Ok(doc)) => doc.confirmed,
+        _ => return Err(ApiError::BadRequest("confirmed must be a boolean.".into())),
+    };
+    service(&state)
+        .confirm(&project, &name, &id, confirmed)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The `PUT …/confirm` body.
+#[derive(Deserialize)]
+struct ConfirmIn {
+    confirmed: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -546,10 +286,6 @@ pub struct DeadLetterOut {
 pub struct DeadLetterListOut {
     pub dead_letters: Vec<DeadLetterOut>,
     pub links: Vec<LinkOut>,
-}
-
-fn format_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// Messages this subscription gave up on, with the last error.
@@ -570,22 +306,17 @@ async fn list_dead_letters(
             .parse::<u64>()
             .map_err(|_| ApiError::BadRequest("marker must be a non-negative integer.".into()))?,
     };
-    load_subscription(&state, &identity.project, &name, &id).await?;
+    service(&state).get(&identity.project, &name, &id).await?;
     let page = state
         .store
         .list_dead_letters(&identity.project, &name, &id, marker, limit)
         .await?;
-    let links = page
-        .last()
-        .map(|last| LinkOut {
-            rel: "next".into(),
-            href: format!(
-                "/v2/topics/{name}/subscriptions/{id}/dead_letters?marker={}&limit={limit}",
-                last.seq
-            ),
-        })
-        .into_iter()
-        .collect();
+    let links = next_link(&page, |last| {
+        format!(
+            "/v2/topics/{name}/subscriptions/{id}/dead_letters?marker={}&limit={limit}",
+            last.seq
+        )
+    });
     let dead_letters = page
         .into_iter()
         .map(|d| DeadLetterOut {
@@ -593,7 +324,7 @@ async fn list_dead_letters(
             body: d.letter.body,
             attempts: d.letter.attempts,
             last_error: d.letter.last_error,
-            failed_at: format_time(d.letter.failed_at),
+            failed_at: timestamps::zaqar_micros(d.letter.failed_at),
         })
         .collect();
     Ok(Json(DeadLetterListOut {
@@ -601,6 +332,15 @@ async fn list_dead_letters(
         links,
     }))
 }
+
+/// The optional `POST …/dead_letters/replay` body.
+#[derive(Deserialize)]
+struct ReplayIn {
+    #[serde(default, deserialize_with = "crate::domain::present")]
+    ids: Option<Vec<String>>,
+}
+
+const IDS_NOT_A_LIST: &str = "ids must be a list of message ids.";
 
 #[derive(Serialize, ToSchema)]
 pub struct ReplayOut {
@@ -623,27 +363,17 @@ async fn replay_dead_letters(
     let identity = identity.writer()?;
     let ids = match body.limit(MAX_BODY_BYTES)?.json_opt::<Value>()? {
         None => None,
-        Some(doc) => {
-            let obj = doc
-                .as_object()
-                .ok_or_else(|| ApiError::BadRequest("The body must be a JSON object.".into()))?;
-            match obj.get("ids") {
-                None => None,
-                Some(v) => Some(
-                    v.as_array()
-                        .and_then(|l| {
-                            l.iter()
-                                .map(|i| i.as_str().map(str::to_owned))
-                                .collect::<Option<Vec<_>>>()
-                        })
-                        .ok_or_else(|| {
-                            ApiError::BadRequest("ids must be a list of message ids.".into())
-                        })?,
-                ),
+        Some(doc) => match object_fields::<ReplayIn>(doc) {
+            None => {
+                return Err(ApiError::BadRequest(
+                    "The body must be a JSON object.".into(),
+                ))
             }
-        }
+            Some(Err(_)) => return Err(ApiError::BadRequest(IDS_NOT_A_LIST.into())),
+            Some(Ok(doc)) => doc.ids,
+        },
     };
-    load_subscription(&state, &identity.project, &name, &id).await?;
+    service(&state).get(&identity.project, &name, &id).await?;
     let replayed = state
         .store
         .replay_dead_letters(&identity.project, &name, &id, ids.as_deref())
@@ -675,11 +405,4 @@ pub(super) fn router() -> Router<AppState> {
             "/v2/topics/{name}/subscriptions/{id}/dead_letters/replay",
             post(replay_dead_letters),
         )
-}
-
-/// Zaqar's 409 for a second subscription of the same subscriber to a topic.
-fn subscription_exists() -> ApiError {
-    ApiError::Conflict(
-        "Such subscription already exists. Subscriptions are unique by project + topic + subscriber URI.".into(),
-    )
 }

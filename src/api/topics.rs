@@ -18,7 +18,7 @@ use super::{
     AppState,
 };
 use crate::{
-    domain::{ProjectId, TopicMetadata, TopicName},
+    domain::{timestamps, ProjectId, TopicMetadata, TopicName},
     error::ApiError,
     store::topics::{MessageMark, Topic},
 };
@@ -117,6 +117,17 @@ pub struct LinkOut {
     pub href: String,
 }
 
+/// The `links` of a page: `next` (built from the page's last item) unless it is empty.
+pub(crate) fn next_link<T>(page: &[T], href: impl FnOnce(&T) -> String) -> Vec<LinkOut> {
+    page.last()
+        .map(|last| LinkOut {
+            rel: "next".into(),
+            href: href(last),
+        })
+        .into_iter()
+        .collect()
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct TopicListOut {
     pub topics: Vec<TopicOut>,
@@ -153,8 +164,7 @@ async fn list_topics(
         .take(limit)
         .collect();
 
-    let mut links = Vec::new();
-    if let Some(last) = page.last() {
+    let links = next_link(&page, |last| {
         let mut next = url_pairs(&[
             ("marker", last.name.as_str()),
             ("limit", &limit.to_string()),
@@ -170,11 +180,8 @@ async fn list_topics(
             next.push('&');
             next.push_str(&url_pairs(&[(k, v)]));
         }
-        links.push(LinkOut {
-            rel: "next".into(),
-            href: format!("/v2/topics?{next}"),
-        });
-    }
+        format!("/v2/topics?{next}")
+    });
     let topics = page
         .into_iter()
         .map(|t| TopicOut {
@@ -353,7 +360,7 @@ async fn topic_stats(
     let stats = state.store.topic_stats(&identity.project, &name).await?;
     let mark = |m: MessageMark| MessageMarkOut {
         age: (Utc::now() - m.created).num_seconds().max(0),
-        created: m.created.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        created: timestamps::zaqar_seconds(m.created),
         href: m
             .id
             .as_ref()

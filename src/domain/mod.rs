@@ -5,6 +5,7 @@ mod names;
 mod retry_policy;
 pub mod signed_url;
 pub mod subscriber;
+pub mod timestamps;
 pub mod topic_metadata;
 
 pub use names::{ProjectId, TopicName};
@@ -21,4 +22,14 @@ impl Invalid {
     pub fn new(msg: impl Into<String>) -> Self {
         Self(msg.into())
     }
+}
+
+/// For `#[serde(default, deserialize_with = "present")]`: a field that is present is
+/// `Some`, `null` included (`{"ttl": null}` is a bad ttl, not a missing one).
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
