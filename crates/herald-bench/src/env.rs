@@ -34,7 +34,7 @@ impl Bins {
         };
         if !herald.is_file() {
             bail!(
-                "herald binary not found at {} (build it: cargo build --release)",
+                "herald binary not found at {} (build it: cargo build --release --workspace --bins)",
                 herald.display()
             );
         }
