@@ -191,7 +191,8 @@ async fn server_errors_are_retried_on_the_policy_schedule_then_dead_lettered_wit
         stats["messages"]["total"], 0,
         "terminated messages leave the topic"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every message settled: nothing is left that could be attempted again.
+    app.settled("t", &id).await;
     assert_eq!(
         receiver.received().len(),
         6,
@@ -255,16 +256,18 @@ async fn messages_published_while_the_receiver_is_down_arrive_once_it_is_up() {
     let port = crate::helpers::free_port();
     app.put_topic("t", None).await;
     let url = format!("http://127.0.0.1:{port}/hook");
-    app.subscribe(
-        "t",
-        json!({"subscriber": url, "options": {"_retry_policy": {"retries_with_no_delay": 0}}}),
-    )
-    .await;
+    let id = app
+        .subscribe(
+            "t",
+            json!({"subscriber": url, "options": {"_retry_policy": {"retries_with_no_delay": 0}}}),
+        )
+        .await;
     for i in 0..5 {
         app.post_messages("t", json!({"messages": [{"body": i}]}))
             .await;
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // An attempt failed against the closed port and was given back for a retry.
+    app.redelivered("t", &id).await;
     let receiver = Receiver::start_on(port).await;
     let got = receiver.wait_for(5, WAIT).await;
     let mut bodies: Vec<i64> = got
@@ -281,7 +284,8 @@ async fn a_message_published_natively_on_the_topic_subject_is_delivered() {
     let app = spawn_delivery_app().await;
     let receiver = Receiver::start().await;
     app.put_topic("native.events", None).await;
-    app.subscribe("native.events", json!({"subscriber": receiver.url}))
+    let id = app
+        .subscribe("native.events", json!({"subscriber": receiver.url}))
         .await;
     let client = async_nats::connect(app.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
@@ -307,7 +311,8 @@ async fn a_message_published_natively_on_the_topic_subject_is_delivered() {
         .unwrap();
     assert_eq!(first.body["body"], json!({"k": "v"}));
     assert!(got.iter().any(|r| r.body["body"] == "plain text"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every message the stream kept was handled (the receiver records before answering).
+    app.settled("native.events", &id).await;
     assert_eq!(
         receiver.received().len(),
         2,
@@ -628,7 +633,8 @@ async fn an_unconfirmed_subscriber_receives_only_the_confirmation_until_it_confi
     assert_eq!(confirmation["Message_Type"], "SubscriptionConfirmation");
     app.post_messages("t", json!({"messages": [{"body": "early"}]}))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // "early" was handled (acked undelivered: the subscription is unconfirmed).
+    app.settled("t", &id).await;
     assert_eq!(receiver.received().len(), 1, "only the confirmation");
 
     // Act: confirm with the pre-signed headers alone (no identity).

@@ -282,32 +282,53 @@ impl TestApp {
         .await
     }
 
-    /// Waits until the subscription's consumer has settled (acked or terminated) every
-    /// message of its topic: the event that says each message was handled, delivered or not.
-    pub async fn settled(&self, topic: &str, id: &str) {
-        let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await.unwrap());
+    /// The subscription's consumer as JetStream reports it now, and its stream's last
+    /// sequence (`None` while either does not exist).
+    pub async fn consumer_state(
+        &self,
+        topic: &str,
+        id: &str,
+    ) -> Option<(async_nats::jetstream::consumer::Info, u64)> {
+        let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await.ok()?);
         let stream = herald::store::topics::stream_name(
             &herald::domain::ProjectId::parse(&self.project).unwrap(),
             &herald::domain::TopicName::parse(topic).unwrap(),
         );
+        let mut s = js.get_stream(&stream).await.ok()?;
+        let last = s.info().await.ok()?.state.last_sequence;
+        let c = s
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(id)
+            .await
+            .ok()?;
+        Some((c.cached_info().clone(), last))
+    }
+
+    /// Waits until the subscription's consumer has settled (acked or terminated) every
+    /// message of its topic: the event that says each message was handled, delivered or not.
+    pub async fn settled(&self, topic: &str, id: &str) {
         crate::eventually(
             Duration::from_secs(15),
             "the consumer to settle every message",
-            || {
-                let (js, stream) = (js.clone(), stream.clone());
-                async move {
-                    let mut s = js.get_stream(&stream).await.ok()?;
-                    let last = s.info().await.ok()?.state.last_sequence;
-                    let c = s
-                        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(id)
-                        .await
-                        .ok()?;
-                    let i = c.cached_info();
-                    (i.ack_floor.stream_sequence >= last
-                        && i.num_ack_pending == 0
-                        && i.num_pending == 0)
-                        .then_some(())
-                }
+            || async {
+                let (i, last) = self.consumer_state(topic, id).await?;
+                (i.ack_floor.stream_sequence >= last
+                    && i.num_ack_pending == 0
+                    && i.num_pending == 0)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Waits until JetStream redelivered a message of the subscription at least once: an
+    /// attempt failed and was given back for a retry.
+    pub async fn redelivered(&self, topic: &str, id: &str) {
+        crate::eventually(
+            Duration::from_secs(15),
+            "a failed attempt's redelivery",
+            || async {
+                let (i, _) = self.consumer_state(topic, id).await?;
+                (i.num_redelivered >= 1).then_some(())
             },
         )
         .await;
