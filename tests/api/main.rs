@@ -2,18 +2,14 @@
 
 mod bad_input;
 mod cinderclient;
-#[path = "../common/mod.rs"]
-mod common;
 mod delivery;
 mod filter_policies;
-mod helpers;
 mod http_layer;
 mod jetstream_errors;
 mod kannel;
 mod messages;
 mod nats_permissions;
 mod ops;
-mod peers;
 mod schemathesis;
 mod sms;
 mod subscription_changes;
@@ -22,3 +18,6 @@ mod topics;
 mod undecodable;
 mod undeliverable;
 mod user_messages;
+
+// The shared peers, under the names the modules use.
+use herald_testkit::{app as helpers, peers};

@@ -7,13 +7,12 @@
 
 mod client;
 mod cluster;
-#[path = "../common/mod.rs"]
-mod common;
 mod harness;
 mod herald_crash;
 mod nats_crash;
-mod receiver;
 mod receiver_faults;
+
+use herald_testkit::receiver;
 
 use std::{future::Future, time::Duration};
 

@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::common::{free_port, poll_until};
+use herald_testkit::{free_port, poll_until};
 
 pub const ADMIN_PASSWORD: &str = "admin-secret";
 pub const SERVICE_PROJECT: &str = "service";

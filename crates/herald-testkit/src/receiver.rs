@@ -12,7 +12,7 @@ use std::{
 use axum::{body::Bytes, extract::State, http::StatusCode, routing::post, Router};
 use serde::Deserialize;
 
-use crate::harness::eventually;
+use crate::poll_until;
 
 /// One request for a message id: when it arrived and the answer it was given.
 #[derive(Debug, Clone, Copy)]
@@ -179,7 +179,7 @@ impl Receiver {
     /// Waits until every id of `ids` was answered 2xx; panics with the count still missing.
     pub async fn wait_for_all(&self, ids: &HashSet<String>, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        eventually(
+        poll_until(
             timeout + Duration::from_secs(1),
             Duration::from_millis(250),
             "every acknowledged message at the receiver",

@@ -2,7 +2,7 @@
 //! baseline measured in the same run. Starts its own nats-server (temporary store) and
 //! Herald processes on loopback; every scenario is bounded in time.
 //!
-//!     cargo build --release && target/release/herald-bench all
+//!     cargo build --release --workspace --bins && target/release/herald-bench all
 
 mod api;
 mod env;

@@ -9,12 +9,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub use herald_testkit::free_port;
+use herald_testkit::nats::NatsServer;
 
 /// Where the binaries are.
 #[derive(Clone, Debug)]
@@ -34,7 +30,7 @@ impl Bins {
         };
         if !herald.is_file() {
             bail!(
-                "herald binary not found at {} (build it: cargo build --release)",
+                "herald binary not found at {} (build it: cargo build --release --workspace --bins)",
                 herald.display()
             );
         }
@@ -68,82 +64,29 @@ impl Bins {
     }
 }
 
-/// A directory removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> Result<Self> {
-        let p =
-            std::env::temp_dir().join(format!("herald-bench-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&p)?;
-        Ok(Self(p))
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A nats-server with JetStream in a temporary store.
+/// A nats-server with JetStream in a temporary store (`herald_testkit::nats`), with the
+/// benchmark's limits.
 pub struct Nats {
     pub url: String,
-    child: Child,
-    _dir: TempDir,
+    _server: NatsServer,
 }
 
 impl Nats {
     pub async fn start(bins: &Bins, sync_always: bool) -> Result<Self> {
-        let dir = TempDir::new()?;
-        let port = free_port();
         let sync = if sync_always {
-            "sync_interval: always"
+            "jetstream {\n  sync_interval: always\n}\n"
         } else {
             ""
         };
-        let conf = format!(
-            "listen: 127.0.0.1:{port}\nmax_payload: 1MB\njetstream {{\n  store_dir: {:?}\n  {sync}\n}}\n",
-            dir.path().join("js")
-        );
-        let conf_path = dir.path().join("nats.conf");
-        std::fs::write(&conf_path, conf)?;
-        let child = Command::new(&bins.nats_server)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let conf = format!("max_payload: 1MB\n{sync}");
+        let server = NatsServer::try_start_as(bins.nats_server.clone(), Some(&conf), None)
+            .await
+            .map_err(anyhow::Error::msg)
             .with_context(|| format!("cannot start {}", bins.nats_server.display()))?;
-        let url = format!("nats://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(c) = async_nats::connect(&url).await {
-                if async_nats::jetstream::new(c).query_account().await.is_ok() {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("nats-server did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         Ok(Self {
-            url,
-            child,
-            _dir: dir,
+            url: server.url(),
+            _server: server,
         })
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -3,7 +3,6 @@
 //! and a responder for `herald.user_messages.create`.
 
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -21,7 +20,11 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, free_port, json_with, spawn_app_on, NatsServer, TestApp};
+use crate::{
+    app::{json_with, spawn_app_on, TestApp},
+    eventually, free_port,
+    nats::NatsServer,
+};
 
 /// A request the receiver got.
 #[derive(Debug, Clone)]
@@ -165,7 +168,7 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub async fn start() -> Self {
-        let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+        let python = crate::repo_root().join(".venv/bin/python");
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("mail");
@@ -316,7 +319,7 @@ impl TestApp {
             &herald::domain::TopicName::parse(topic).unwrap(),
         );
         let done = &done;
-        crate::helpers::eventually(Duration::from_secs(15), what, || {
+        crate::eventually(Duration::from_secs(15), what, || {
             let (js, stream) = (js.clone(), stream.clone());
             async move {
                 let mut s = js.get_stream(&stream).await.ok()?;

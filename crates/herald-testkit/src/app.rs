@@ -1,11 +1,7 @@
 //! Test harness: a real `nats-server -js` per test (random loopback port, temporary store)
 //! and Herald started in-process on a random port (`spawn_app`).
 
-use std::{
-    future::Future,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use herald::{
     config::Config,
@@ -14,141 +10,10 @@ use herald::{
 use reqwest::{Method, RequestBuilder, Response};
 use tokio_util::sync::CancellationToken;
 
-pub use crate::common::{free_port, nats_server_bin};
-
-/// Polls `check` until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    crate::common::poll_until(timeout, Duration::from_millis(20), what, check).await
-}
-
-/// A real nats-server with JetStream, owned by one test.
-pub struct NatsServer {
-    pub port: u16,
-    store: tempfile::TempDir,
-    child: Option<Child>,
-    /// A config file (`-c`) with users and permissions, and the user and password of its
-    /// privileged user (who the harness connects as).
-    config: Option<(std::path::PathBuf, String, String)>,
-}
-
-impl NatsServer {
-    pub async fn start() -> Self {
-        let mut server = Self {
-            port: free_port(),
-            store: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            config: None,
-        };
-        server.launch().await;
-        server
-    }
-
-    /// Starts with `config` (nats-server config text, e.g. an `authorization` block);
-    /// `admin` is a user of it with full permissions. Port, address and store still come
-    /// from the harness.
-    pub async fn start_with_config(config: &str, admin: (&str, &str)) -> Self {
-        let store = tempfile::tempdir().expect("temp dir");
-        let path = store.path().join("nats.conf");
-        std::fs::write(&path, config).expect("nats config written");
-        let mut server = Self {
-            port: free_port(),
-            store,
-            child: None,
-            config: Some((path, admin.0.to_owned(), admin.1.to_owned())),
-        };
-        server.launch().await;
-        server
-    }
-
-    /// A client as the privileged user (anonymous when the server has no config file).
-    pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
-        connect_as(
-            &self.url(),
-            self.config
-                .as_ref()
-                .map(|(_, u, p)| (u.as_str(), p.as_str())),
-        )
-        .await
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn launch(&mut self) {
-        let mut command = Command::new(nats_server_bin());
-        if let Some((path, _, _)) = &self.config {
-            command.arg("-c").arg(path);
-        }
-        let child = command
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (install it with scripts/test, or set NATS_SERVER_BIN)");
-        self.child = Some(child);
-        let url = self.url();
-        let admin = self.config.as_ref().map(|(_, u, p)| (u.clone(), p.clone()));
-        eventually(
-            Duration::from_secs(10),
-            "nats-server to accept clients",
-            || {
-                let (url, admin) = (url.clone(), admin.clone());
-                async move {
-                    let admin = admin.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-                    let client = connect_as(&url, admin).await.ok()?;
-                    let js = async_nats::jetstream::new(client);
-                    js.query_account().await.ok().map(|_| ())
-                }
-            },
-        )
-        .await;
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts again on the same port and store.
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.launch().await;
-    }
-}
-
-/// Connects to `url`, as `user` (user, password) when given.
-pub async fn connect_as(
-    url: &str,
-    user: Option<(&str, &str)>,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let options = match user {
-        Some((u, p)) => async_nats::ConnectOptions::with_user_and_password(u.into(), p.into()),
-        None => async_nats::ConnectOptions::new(),
-    };
-    options.connect(url).await
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+pub use crate::{
+    eventually, free_port,
+    nats::{connect_as, nats_server_bin, NatsServer},
+};
 
 /// Herald running in-process against its own nats-server.
 pub struct TestApp {
