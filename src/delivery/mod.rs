@@ -26,17 +26,16 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::consumer::pull;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Config,
     domain::{filter_policy::FilterPolicy, Subscriber},
     store::{
-        names::CHANGED_SUBJECT_PREFIX,
+        discovery::{SubscriptionConsumer, SubscriptionEvent},
+        names::stream_name,
         subscriptions::{ConsumerLimits, Subscription},
-        topics::{stream_name, TOPIC_STREAM_PREFIX},
         Store,
     },
 };
@@ -122,8 +121,7 @@ impl Deps {
                     user_messages::EVENT_EXPIRED
                 };
                 tracing::info!(subscription = %sub.id, event, "subscription expired");
-                user_messages::notify(self.store.client(), sub.project.as_str(), event, &sub.id)
-                    .await;
+                user_messages::notify(&self.store, sub.project.as_str(), event, &sub.id).await;
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, subscription = %sub.id, "expiry postponed"),
@@ -182,41 +180,18 @@ impl Engine {
 
     /// Reacts to consumer and stream events at once.
     async fn listen(self, shutdown: CancellationToken) {
-        let client = self.deps.store.client().clone();
-        let subjects = [
-            "$JS.EVENT.ADVISORY.CONSUMER.CREATED.>".to_owned(),
-            "$JS.EVENT.ADVISORY.CONSUMER.DELETED.>".to_owned(),
-            "$JS.EVENT.ADVISORY.STREAM.DELETED.>".to_owned(),
-            format!("{CHANGED_SUBJECT_PREFIX}.>"),
-        ];
-        let mut subs = Vec::new();
-        for s in subjects {
-            match client.subscribe(s).await {
-                Ok(sub) => subs.push(sub),
-                Err(e) => tracing::warn!(error = %e, "cannot watch subscription events"),
-            }
-        }
-        let mut events = futures::stream::select_all(subs);
+        let events = self.deps.store.subscription_events().await;
+        let mut events = std::pin::pin!(events);
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 e = events.next() => e,
             };
             let Some(event) = event else { return };
-            let tokens: Vec<&str> = event.subject.split('.').collect();
-            let (stream, consumer) = match tokens.as_slice() {
-                ["$JS", "EVENT", "ADVISORY", "STREAM", "DELETED", stream] => (*stream, None),
-                [.., stream, consumer] => (*stream, Some(*consumer)),
-                _ => continue,
-            };
-            if !stream.starts_with(TOPIC_STREAM_PREFIX) {
-                continue;
-            }
-            let (stream, consumer) = (stream.to_owned(), consumer.map(str::to_owned));
             let engine = self.clone();
             let token = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(e) = engine.refresh(&stream, consumer.as_deref(), &token).await {
+                if let Err(e) = engine.refresh(event, &token).await {
                     tracing::debug!(error = %e, "subscription refresh postponed");
                 }
             });
@@ -226,31 +201,25 @@ impl Engine {
     /// Brings one subscription's worker (or a whole deleted stream's) up to date.
     async fn refresh(
         &self,
-        stream: &str,
-        consumer: Option<&str>,
+        event: SubscriptionEvent,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let Some(consumer) = consumer else {
-            self.stop_where(|(s, _)| s == stream);
-            return Ok(());
-        };
-        let js = self.deps.store.jetstream();
-        let info = match js.get_stream(stream).await {
-            Ok(s) => match s.consumer_info(consumer).await {
-                Ok(info) => Some(info),
-                Err(e) if crate::store::errors::is_consumer_not_found(&e) => None,
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) if crate::store::errors::is_stream_not_found(&e) => None,
-            Err(e) => return Err(e.into()),
-        };
-        match info {
-            Some(info) => {
-                self.ensure(stream, &info.name, &info.config.metadata, shutdown)
-                    .await
+        let (stream, consumer) = match event {
+            SubscriptionEvent::StreamDeleted { stream } => {
+                self.stop_where(|(s, _)| *s == stream);
+                return Ok(());
             }
+            SubscriptionEvent::Consumer { stream, consumer } => (stream, consumer),
+        };
+        match self
+            .deps
+            .store
+            .subscription_consumer(&stream, &consumer)
+            .await?
+        {
+            Some(c) => self.ensure(&c, shutdown).await,
             None => {
-                self.stop_where(|(s, c)| s == stream && c == consumer);
+                self.stop_where(|(s, c)| *s == stream && *c == consumer);
                 Ok(())
             }
         }
@@ -258,22 +227,11 @@ impl Engine {
 
     /// Lists every subscription and makes the running workers match.
     async fn resync(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let js = self.deps.store.jetstream();
-        let names: Vec<String> = js.stream_names().try_collect().await?;
+        let consumers = self.deps.store.subscription_consumers().await?;
         let mut seen = std::collections::HashSet::new();
-        for stream in names
-            .into_iter()
-            .filter(|n| n.starts_with(TOPIC_STREAM_PREFIX))
-        {
-            let Ok(s) = js.get_stream(&stream).await else {
-                continue;
-            };
-            let infos: Vec<_> = s.consumers().try_collect().await?;
-            for info in infos {
-                seen.insert((stream.clone(), info.name.clone()));
-                self.ensure(&stream, &info.name, &info.config.metadata, shutdown)
-                    .await?;
-            }
+        for c in consumers {
+            seen.insert((c.stream.clone(), c.name.clone()));
+            self.ensure(&c, shutdown).await?;
         }
         self.stop_where(|key| !seen.contains(key));
         Ok(())
@@ -294,11 +252,11 @@ impl Engine {
     /// Starts the worker of a subscription, or restarts it when it changed.
     async fn ensure(
         &self,
-        stream: &str,
-        consumer: &str,
-        metadata: &HashMap<String, String>,
+        found: &SubscriptionConsumer,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
+        let (stream, consumer, metadata) =
+            (found.stream.as_str(), found.name.as_str(), &found.metadata);
         let Some(sub) = Subscription::from_consumer(consumer, metadata) else {
             return Ok(());
         };
@@ -352,10 +310,7 @@ impl Engine {
         let handle = self
             .deps
             .store
-            .jetstream()
-            .get_stream(stream)
-            .await?
-            .get_consumer::<pull::Config>(consumer)
+            .pull_consumer(stream, consumer)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open consumer {consumer}: {e}"))?;
         let cancel = shutdown.child_token();

@@ -18,8 +18,12 @@ use std::{
 use async_nats::{client::RequestErrorKind, Client, Event, HeaderMap, ServerError};
 use bytes::Bytes;
 
-use super::outcome::DeliveryError;
-use crate::config::Config;
+use super::{outcome::DeliveryError, worker::printable_id};
+use crate::{
+    config::Config,
+    domain::filter_policy::{Attributes, ATTRIBUTE_HEADER_PREFIX},
+    store::messages::HEADER_ID,
+};
 
 /// Refused subjects remembered at most (the oldest half is dropped beyond).
 const MAX_REMEMBERED_REFUSALS: usize = 4096;
@@ -172,6 +176,28 @@ fn refused_subject(text: &str) -> Option<String> {
         }
     }
     Some(subject)
+}
+
+/// The headers a `nats:` delivery carries: the message id and one per message attribute.
+///
+/// # Errors
+/// [`DeliveryError::Undeliverable`] when the id cannot be a NATS header value.
+pub fn headers(id: &str, attributes: &Attributes) -> Result<HeaderMap, DeliveryError> {
+    let value = id.parse::<async_nats::HeaderValue>().map_err(|_| {
+        DeliveryError::Undeliverable(format!(
+            "the message id {:?} cannot be a NATS header",
+            printable_id(id)
+        ))
+    })?;
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_ID, value);
+    for (name, value) in &attributes.0 {
+        headers.insert(
+            format!("{ATTRIBUTE_HEADER_PREFIX}{name}").as_str(),
+            value.header_value().as_str(),
+        );
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! Tells the project why a subscription lost a message: creates a user message through the
-//! NATS request `herald.user_messages.create` (served by the user-messages feature).
-//! One small function, so it can later become a direct call.
+//! NATS request `herald.user_messages.create` (served by the user-messages feature), so
+//! any Herald process creates it.
 
 use std::time::Duration;
 
-use async_nats::Client;
 use serde_json::json;
+
+use crate::store::Store;
 
 /// The built-in event ids delivery reports, defined once with their catalog entries.
 pub use crate::catalog::{
@@ -19,20 +20,19 @@ pub use crate::store::names::USER_MESSAGES_CREATE_SUBJECT as CREATE_SUBJECT;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Creates the user message; failures are logged, never fatal to delivery.
-pub async fn notify(client: &Client, project: &str, event_id: &str, subscription: &str) {
+pub async fn notify(store: &Store, project: &str, event_id: &str, subscription: &str) {
     let body = json!({
         "project_id": project,
         "event_id": event_id,
         "resource_type": "SUBSCRIPTION",
         "resource_uuid": subscription,
     });
-    let request = async_nats::Request::new()
-        .payload(body.to_string().into())
-        .timeout(Some(REQUEST_TIMEOUT));
-    match client.send_request(CREATE_SUBJECT, request).await {
+    match store
+        .request_user_message(body.to_string().into(), REQUEST_TIMEOUT)
+        .await
+    {
         Ok(reply) => {
-            let answer: serde_json::Value =
-                serde_json::from_slice(&reply.payload).unwrap_or_default();
+            let answer: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
             if answer.get("error").is_some() {
                 tracing::warn!(%answer, event_id, subscription, "user message refused");
             }

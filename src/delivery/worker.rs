@@ -649,13 +649,9 @@ async fn fail(
         user_messages::EVENT_EXHAUSTED
     };
     tracing::info!(error = %error, attempts = attempt, event, "message dead-lettered");
-    let (client, project, sub_id) = (
-        deps.store.client().clone(),
-        sub.project.to_string(),
-        sub.id.clone(),
-    );
+    let (store, project, sub_id) = (deps.store.clone(), sub.project.to_string(), sub.id.clone());
     tokio::spawn(async move {
-        user_messages::notify(&client, &project, event, &sub_id).await;
+        user_messages::notify(&store, &project, event, &sub_id).await;
     });
     Outcome::DeadLettered { attempts: attempt }
 }
@@ -723,20 +719,7 @@ async fn send(
                 .await
         }
         Subscriber::Nats { subject } => {
-            let id = id.parse::<async_nats::HeaderValue>().map_err(|_| {
-                DeliveryError::Undeliverable(format!(
-                    "the message id {:?} cannot be a NATS header",
-                    printable_id(id)
-                ))
-            })?;
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(HEADER_ID, id);
-            for (name, value) in &attributes.0 {
-                headers.insert(
-                    format!("{ATTRIBUTE_HEADER_PREFIX}{name}").as_str(),
-                    value.header_value().as_str(),
-                );
-            }
+            let headers = super::nats::headers(id, attributes)?;
             let transport = deps.outbound.nats.as_ref().ok_or_else(|| {
                 DeliveryError::Misconfigured("no NATS delivery connection in this process".into())
             })?;

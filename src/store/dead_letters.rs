@@ -17,14 +17,15 @@ use serde_json::Value;
 use super::{
     errors::classify,
     messages::{HEADER_ID, HEADER_TTL},
-    names::{dead_letter_subject as subject, replay_subject, DEAD_LETTERS_SUBJECTS},
-    topics::stream_name,
+    names::{
+        dead_letter_subject as subject, replay_subject, stream_name, DEAD_LETTERS_STREAM,
+        DEAD_LETTERS_SUBJECTS,
+    },
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
 };
 use crate::domain::{ProjectId, TopicName};
 
-pub use super::names::DEAD_LETTERS_STREAM;
 /// How long dead letters are kept.
 const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 86_400);
 

@@ -8,7 +8,7 @@ use std::future::IntoFuture;
 
 use futures::future::try_join_all;
 
-use super::{errors::classify, topics::topic_subject, Store, StoreError};
+use super::{errors::classify, names::topic_subject, Store, StoreError};
 use crate::domain::{
     filter_policy::{Attributes, ATTRIBUTE_HEADER_PREFIX},
     ProjectId, TopicName,

@@ -1,16 +1,19 @@
 //! All access to NATS JetStream: connection, buckets and streams. Nothing outside `store`
 //! talks to NATS for state; handlers and workers call the functions here.
 
-pub mod dead_letters;
-pub mod errors;
-pub mod messages;
+// Only the names are public: the bench and the tests build subjects and stream names with
+// them; everything else is reached through `Store`'s methods.
+pub(crate) mod dead_letters;
+pub(crate) mod discovery;
+pub(crate) mod errors;
+pub(crate) mod messages;
 pub mod names;
 mod scan;
-pub mod subscriptions;
-pub mod topic_cache;
-pub mod topics;
+pub(crate) mod subscriptions;
+pub(crate) mod topic_cache;
+pub(crate) mod topics;
 mod undecodable;
-pub mod user_messages;
+pub(crate) mod user_messages;
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,6 +29,9 @@ use errors::classify;
 pub use scan::{scan_latest, scan_latest_headers};
 
 pub use names::TOPICS_BUCKET;
+/// The stream configuration of a topic, for the bench's raw-JetStream baseline and the
+/// tests that recreate a topic stream by hand.
+pub use topics::topic_stream_config;
 
 /// Publishes awaiting their JetStream ack, across the process (see [`Store::connect`]).
 const MAX_PUBLISHES_IN_FLIGHT: usize = 1 << 20;
@@ -125,12 +131,10 @@ impl Store {
         })
     }
 
-    pub fn client(&self) -> &Client {
+    /// The connection, for Herald's NATS transports (the user-message responder); state
+    /// goes through the methods of `store`.
+    pub(crate) fn client(&self) -> &Client {
         &self.client
-    }
-
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
     }
 
     pub fn is_connected(&self) -> bool {

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::domain::{topic_metadata::MAX_MESSAGE_TTL_SECS, ProjectId, TopicMetadata, TopicName};
 
-pub use super::names::{stream_name, topic_subject, TOPIC_STREAM_PREFIX};
+use super::names::{stream_name, topic_subject, TOPIC_STREAM_PREFIX};
 
 /// How long JetStream remembers `Nats-Msg-Id`s for idempotent publishing.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);

@@ -22,6 +22,7 @@ use crate::domain::ProjectId;
 
 /// Bucket holding user messages, key `{project}.{id}`.
 pub use super::names::USER_MESSAGES_BUCKET;
+use super::names::USER_MESSAGES_CREATE_SUBJECT;
 /// How long the bucket keeps the markers of expired and purged keys.
 pub const MARKER_TTL: Duration = Duration::from_secs(60);
 /// Largest stored message document.
@@ -75,21 +76,40 @@ fn decode(key: &str, value: &[u8]) -> Option<UserMessage> {
 }
 
 impl Store {
+    /// Asks whichever Herald process serves [`USER_MESSAGES_CREATE_SUBJECT`] to create a
+    /// user message from `request` (the NATS contract's JSON) and returns its JSON answer.
+    ///
+    /// # Errors
+    /// `Unavailable` when no process answers within `timeout`.
+    pub async fn request_user_message(
+        &self,
+        request: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, StoreError> {
+        let request = async_nats::Request::new()
+            .payload(request)
+            .timeout(Some(timeout));
+        self.client
+            .send_request(USER_MESSAGES_CREATE_SUBJECT, request)
+            .await
+            .map(|reply| reply.payload)
+            .map_err(classify)
+    }
+
     /// Stores a new message that JetStream deletes after `ttl`.
     ///
     /// # Errors
     /// `Unavailable` when NATS does not answer; `Conflict` if the id already exists.
     pub async fn create_user_message(
         &self,
+        project: &ProjectId,
         message: &UserMessage,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let project = ProjectId::parse(&message.project_id)
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
         let bucket = &self.buckets().await?.user_messages;
         let value = serde_json::to_vec(message).expect("a user message serializes");
         match bucket
-            .create_with_ttl(key(&project, &message.id), value.into(), ttl)
+            .create_with_ttl(key(project, &message.id), value.into(), ttl)
             .await
         {
             Ok(_) => Ok(()),

@@ -139,7 +139,11 @@ impl UserMessages {
     #[tracing::instrument(name = "create user message", skip_all)]
     pub async fn create(&self, req: CreateUserMessage) -> Result<UserMessage, CreateError> {
         let message = self.prepare(req)?;
-        self.store.create_user_message(&message, self.ttl).await?;
+        // `prepare` checked the id; parsing it again gives the store the typed key.
+        let project = ProjectId::parse(&message.project_id).map_err(|e| invalid(e.0))?;
+        self.store
+            .create_user_message(&project, &message, self.ttl)
+            .await?;
         metrics::counter!("herald_user_messages_created_total", "event_id" => message.event_id.clone())
             .increment(1);
         tracing::info!(id = %message.id, project = %message.project_id, event_id = %message.event_id, "user message created");

@@ -10,7 +10,7 @@ use std::{
 use async_nats::jetstream;
 use herald::{
     domain::{ProjectId, TopicName},
-    store::topics::topic_stream_config,
+    store::topic_stream_config,
 };
 use reqwest::Method;
 use serde_json::json;

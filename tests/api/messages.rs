@@ -200,7 +200,7 @@ async fn a_topic_deleted_behind_the_cache_answers_404_not_503() {
     let js = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
     let project = herald::domain::ProjectId::parse(&app.project).unwrap();
     let topic = herald::domain::TopicName::parse("gone").unwrap();
-    js.delete_stream(herald::store::topics::stream_name(&project, &topic))
+    js.delete_stream(herald::store::names::stream_name(&project, &topic))
         .await
         .unwrap();
     let kv = js.get_key_value("herald_topics").await.unwrap();

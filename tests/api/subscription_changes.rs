@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use herald::{
     domain::{ProjectId, TopicName},
-    store::topics::stream_name,
+    store::names::stream_name,
 };
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -516,7 +516,7 @@ async fn a_topic_record_without_stream_is_repaired_at_start_up() {
     let mut app = spawn_app().await;
     app.put_topic("half", None).await;
     let js = async_nats::jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
-    let name = herald::store::topics::stream_name(
+    let name = herald::store::names::stream_name(
         &herald::domain::ProjectId::parse(&app.project).unwrap(),
         &herald::domain::TopicName::parse("half").unwrap(),
     );
@@ -551,7 +551,7 @@ async fn an_orphan_stream_is_removed_at_start_up() {
     app.restart().await;
 
     // Assert
-    let name = herald::store::topics::stream_name(
+    let name = herald::store::names::stream_name(
         &herald::domain::ProjectId::parse(&app.project).unwrap(),
         &herald::domain::TopicName::parse("gone").unwrap(),
     );

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use async_nats::jetstream::{self, consumer::pull};
 use herald::{
     domain::{ProjectId, TopicName},
-    store::topics::{stream_name, topic_subject},
+    store::names::{stream_name, topic_subject},
 };
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream;
 use futures::StreamExt;
 use proptest::{prelude::*, test_runner::TestRunner};
 use serde_json::{json, Value};
@@ -22,44 +22,6 @@ use crate::{
 
 const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// The topic's stream (each test has its own nats-server, so the only topic stream).
-async fn topic_stream(js: &jetstream::Context) -> jetstream::stream::Stream {
-    let names: Vec<String> = js
-        .stream_names()
-        .filter_map(|n| async { n.ok() })
-        .collect()
-        .await;
-    let name = names
-        .into_iter()
-        .find(|n| n.starts_with("HERALD_TOPIC_"))
-        .expect("a topic stream");
-    js.get_stream(name).await.unwrap()
-}
-
-/// Waits until JetStream holds nothing more for the subscription: every message acked or
-/// terminated (no pending, none awaiting an ack, none parked by a delay NAK).
-async fn settled(js: &jetstream::Context, subscription: &str) {
-    let stream = topic_stream(js).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let info = match stream.get_consumer::<pull::Config>(subscription).await {
-            Ok(mut consumer) => consumer.info().await.ok().cloned(),
-            Err(_) => None,
-        };
-        if info
-            .as_ref()
-            .is_some_and(|i| i.num_pending == 0 && i.num_ack_pending == 0)
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "subscription {subscription} did not settle within {WAIT:?}: {info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Dead letters recorded for the subscription (read from the dead-letter stream itself, so
 /// no paging).
@@ -135,7 +97,7 @@ async fn a_control_character_in_nats_msg_id_dead_letters_a_signed_webhook_once_i
     assert_eq!(letter["message_id"], "order\\u{1}42");
     let error = letter["last_error"].as_str().unwrap();
     assert!(error.contains("control characters"), "{error}");
-    settled(&js, &sub).await;
+    app.settled("t", &sub).await;
     assert_eq!(receiver.received().len(), 1);
     assert_eq!(dead_letter_count(&js, &sub).await, 1);
 }
@@ -163,7 +125,7 @@ async fn a_herald_not_before_centuries_ahead_dead_letters_instead_of_parking_the
     }
 
     // Assert
-    settled(&js, &sub).await;
+    app.settled("t", &sub).await;
     assert_eq!(dead_letter_count(&js, &sub).await, 3);
     let letters = app.dead_letters("t", &sub).await;
     for letter in letters["dead_letters"].as_array().unwrap() {
@@ -193,7 +155,7 @@ async fn two_messages_sharing_a_publisher_chosen_id_both_become_dead_letters() {
     }
 
     // Assert
-    settled(&js, &sub).await;
+    app.settled("t", &sub).await;
     assert_eq!(dead_letter_count(&js, &sub).await, 2);
 }
 
@@ -218,8 +180,8 @@ async fn a_body_that_is_not_utf8_dead_letters_for_email_and_still_reaches_webhoo
     assert!(native_publish(&app, &js, "t", h, vec![0xff, 0xfe, b'a']).await);
 
     // Assert
-    settled(&js, &mail_sub).await;
-    settled(&js, &hook_sub).await;
+    app.settled("t", &mail_sub).await;
+    app.settled("t", &hook_sub).await;
     assert_eq!(receiver.received().len(), 1);
     assert!(smtp.mails().is_empty());
     let letters = app.dead_letters("t", &mail_sub).await;
@@ -385,7 +347,7 @@ fn arbitrary_native_publishes_end_delivered_or_dead_lettered_on_every_subscripti
                 }
             }
             for sub in &subs {
-                settled(&js, sub).await;
+                app.settled("prop", sub).await;
             }
             let published = published.load(Ordering::SeqCst);
             let delivered = [

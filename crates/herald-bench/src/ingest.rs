@@ -14,7 +14,7 @@ use anyhow::Result;
 use futures::TryStreamExt;
 use herald::{
     domain::{ProjectId, TopicName},
-    store::topics::stream_name,
+    store::names::stream_name,
 };
 
 use crate::{

@@ -15,7 +15,7 @@ use async_nats::jetstream::{self, consumer::pull, stream::Stream, AckKind};
 use futures::{stream::FuturesUnordered, StreamExt};
 use herald::{
     domain::{ProjectId, TopicName},
-    store::topics::{topic_stream_config, topic_subject},
+    store::{names::topic_subject, topic_stream_config},
 };
 
 pub struct RawTopic {

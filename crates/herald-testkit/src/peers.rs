@@ -314,7 +314,7 @@ impl TestApp {
         done: impl Fn(u64, &async_nats::jetstream::consumer::Info) -> bool,
     ) {
         let js = async_nats::jetstream::new(async_nats::connect(self.nats.url()).await.unwrap());
-        let stream = herald::store::topics::stream_name(
+        let stream = herald::store::names::stream_name(
             &herald::domain::ProjectId::parse(&self.project).unwrap(),
             &herald::domain::TopicName::parse(topic).unwrap(),
         );
