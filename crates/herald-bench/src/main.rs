@@ -124,7 +124,16 @@ async fn main() -> anyhow::Result<()> {
     let bins = env::Bins::resolve(cli.herald_bin.clone(), cli.nats_server_bin.clone())?;
     let sync_always = cli.sync_always;
     let mut figures = Vec::new();
-    let scenarios = match cli.scenario.clone() {
+    for scenario in expand(cli.scenario.clone()) {
+        figures.extend(run_scenario(&bins, scenario, sync_always).await?);
+    }
+    print_report(&build_report(&bins, sync_always, figures), cli.json)
+}
+
+/// `all` stands for every scenario with its defaults, except latency, shortened to 30 s
+/// to keep the whole run bounded; any other scenario stands for itself.
+fn expand(scenario: Scenario) -> Vec<Scenario> {
+    match scenario {
         Scenario::All => vec![
             Scenario::Footprint,
             Scenario::Ingest {
@@ -146,119 +155,138 @@ async fn main() -> anyhow::Result<()> {
             },
         ],
         one => vec![one],
-    };
-    for scenario in scenarios {
-        let got = match scenario {
-            Scenario::Ingest {
-                seconds,
-                connections,
-            } => {
-                ingest::run(
-                    &bins,
-                    &ingest::Args {
-                        seconds,
-                        connections,
-                        batch: 10,
-                        size: 256,
-                        sync_always,
-                    },
-                )
-                .await?
-            }
-            Scenario::Fanout {
+    }
+}
+
+/// Runs one (already expanded) scenario and returns its figures.
+async fn run_scenario(
+    bins: &env::Bins,
+    scenario: Scenario,
+    sync_always: bool,
+) -> anyhow::Result<Vec<stats::Figure>> {
+    match scenario {
+        Scenario::Ingest {
+            seconds,
+            connections,
+        } => run_ingest(bins, seconds, connections, sync_always).await,
+        Scenario::Fanout {
+            subscriptions,
+            deliveries,
+            concurrency,
+        } => {
+            let args = fanout::Args {
                 subscriptions,
                 deliveries,
                 concurrency,
-            } => {
-                fanout::run(
-                    &bins,
-                    &fanout::Args {
-                        subscriptions,
-                        deliveries,
-                        concurrency,
-                        sync_always,
-                    },
-                )
-                .await?
-            }
-            Scenario::Filter {
-                subscriptions,
-                messages,
-            } => {
-                fanout::run_filtered(
-                    &bins,
-                    &fanout::Args {
-                        subscriptions: vec![subscriptions],
-                        deliveries: messages,
-                        concurrency: 64,
-                        sync_always,
-                    },
-                    subscriptions,
-                    messages,
-                )
-                .await?
-            }
-            Scenario::Latency { rate, seconds } => {
-                latency::run(
-                    &bins,
-                    &latency::Args {
-                        rate,
-                        seconds,
-                        sync_always,
-                    },
-                )
-                .await?
-            }
-            Scenario::Scale {
+                sync_always,
+            };
+            fanout::run(bins, &args).await
+        }
+        Scenario::Filter {
+            subscriptions,
+            messages,
+        } => run_filter(bins, subscriptions, messages, sync_always).await,
+        Scenario::Latency { rate, seconds } => {
+            let args = latency::Args {
+                rate,
+                seconds,
+                sync_always,
+            };
+            latency::run(bins, &args).await
+        }
+        Scenario::Scale {
+            topics,
+            subscriptions,
+        } => {
+            let args = scale::Args {
                 topics,
                 subscriptions,
-            } => {
-                scale::run(
-                    &bins,
-                    &scale::Args {
-                        topics,
-                        subscriptions,
-                        sync_always,
-                    },
-                )
-                .await?
-            }
-            Scenario::Footprint => footprint::run(&bins).await?,
-            Scenario::UserMessages {
-                total,
-                projects,
-                project_messages,
-                concurrency,
-                fill_budget_secs,
-                list_samples,
-                show_samples,
-                settle_secs,
-                nats_url,
-                herald_url,
-            } => {
-                user_messages::run(
-                    &bins,
-                    &user_messages::Args {
-                        total,
-                        projects,
-                        project_messages,
-                        concurrency,
-                        fill_budget_secs,
-                        list_samples,
-                        show_samples,
-                        settle_secs,
-                        sync_always,
-                        external: nats_url.zip(herald_url),
-                    },
-                )
-                .await?
-            }
-            Scenario::All => unreachable!("expanded above"),
-        };
-        figures.extend(got);
+                sync_always,
+            };
+            scale::run(bins, &args).await
+        }
+        Scenario::Footprint => footprint::run(bins).await,
+        user_messages @ Scenario::UserMessages { .. } => {
+            run_user_messages(bins, user_messages, sync_always).await
+        }
+        Scenario::All => unreachable!("expanded above"),
     }
+}
+
+/// Ingest with the fixed batch of 10 messages of 256 bytes each.
+async fn run_ingest(
+    bins: &env::Bins,
+    seconds: u64,
+    connections: usize,
+    sync_always: bool,
+) -> anyhow::Result<Vec<stats::Figure>> {
+    let args = ingest::Args {
+        seconds,
+        connections,
+        batch: 10,
+        size: 256,
+        sync_always,
+    };
+    ingest::run(bins, &args).await
+}
+
+/// Filter reuses the fan-out set-up: one size of `subscriptions`, `messages` deliveries,
+/// 64 in flight.
+async fn run_filter(
+    bins: &env::Bins,
+    subscriptions: usize,
+    messages: usize,
+    sync_always: bool,
+) -> anyhow::Result<Vec<stats::Figure>> {
+    let args = fanout::Args {
+        subscriptions: vec![subscriptions],
+        deliveries: messages,
+        concurrency: 64,
+        sync_always,
+    };
+    fanout::run_filtered(bins, &args, subscriptions, messages).await
+}
+
+/// Takes the whole variant rather than its ten fields, which would be too many arguments.
+async fn run_user_messages(
+    bins: &env::Bins,
+    scenario: Scenario,
+    sync_always: bool,
+) -> anyhow::Result<Vec<stats::Figure>> {
+    let Scenario::UserMessages {
+        total,
+        projects,
+        project_messages,
+        concurrency,
+        fill_budget_secs,
+        list_samples,
+        show_samples,
+        settle_secs,
+        nats_url,
+        herald_url,
+    } = scenario
+    else {
+        unreachable!("called only for user-messages");
+    };
+    let args = user_messages::Args {
+        total,
+        projects,
+        project_messages,
+        concurrency,
+        fill_budget_secs,
+        list_samples,
+        show_samples,
+        settle_secs,
+        sync_always,
+        external: nats_url.zip(herald_url),
+    };
+    user_messages::run(bins, &args).await
+}
+
+/// The run's context (command, date, machine, versions, fsync policy) with its figures.
+fn build_report(bins: &env::Bins, sync_always: bool, figures: Vec<stats::Figure>) -> stats::Report {
     let (herald_version, nats_server_version) = bins.versions();
-    let report = stats::Report {
+    stats::Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -270,9 +298,12 @@ async fn main() -> anyhow::Result<()> {
             "default (2m)".into()
         },
         figures,
-    };
-    if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+}
+
+fn print_report(report: &stats::Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         report.print_table();
     }
