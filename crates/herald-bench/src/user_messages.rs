@@ -132,20 +132,19 @@ async fn measure(base: &str, ids: &[String], args: &Args) -> Result<(Latencies, 
     Ok((list, show))
 }
 
+/// One measured bucket size: how many messages it held, and the latencies at that size.
+struct Bucket {
+    count: usize,
+    list: Latencies,
+    show: Latencies,
+}
+
 pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     if args.project_messages == 0 || args.total < args.project_messages * 10 {
         bail!("--total must be at least ten times --project-messages (and both positive)");
     }
     // Started here unless given; dropped (stopped) at the end.
-    let (_nats, _herald, nats_url, base) = match &args.external {
-        Some((nats, herald)) => (None, None, nats.clone(), herald.clone()),
-        None => {
-            let nats = Nats::start(bins, args.sync_always).await?;
-            let herald = Herald::start(bins, &nats.url, &[]).await?;
-            let (url, base) = (nats.url.clone(), herald.base.clone());
-            (Some(nats), Some(herald), url, base)
-        }
-    };
+    let (_nats, _herald, nats_url, base) = start_or_use(bins, args).await?;
     let client = async_nats::connect(&nats_url)
         .await
         .context("cannot connect to NATS")?;
@@ -153,75 +152,116 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     let deadline = started + Duration::from_secs(args.fill_budget_secs);
 
     // The measured project's messages, then the small bucket (a tenth of the total).
-    let mut ids = Vec::with_capacity(args.project_messages);
-    for chunk in (0..args.project_messages).collect::<Vec<_>>().chunks(64) {
-        let batch = futures::future::join_all(chunk.iter().map(|_| {
-            let body = json!({"project_id": TARGET_PROJECT, "event_id": EVENT_ID}).to_string();
-            create(&client, body)
-        }))
-        .await;
-        for r in batch {
-            ids.push(r?);
-        }
-    }
+    let ids = create_target_messages(&client, args.project_messages).await?;
     let small = fill(&client, ids.len(), args.total / 10, args, deadline).await;
     let small_count = ids.len() + small.created;
     let small_secs = started.elapsed().as_secs_f64();
-    let (small_list, small_show) = measure(&base, &ids, args).await?;
+    let (list, show) = measure(&base, &ids, args).await?;
+    let small_bucket = Bucket {
+        count: small_count,
+        list,
+        show,
+    };
 
     // The large bucket: the rest.
     let fill_started = Instant::now();
     let large = fill(&client, args.total / 10, args.total, args, deadline).await;
     let create_secs = small_secs + fill_started.elapsed().as_secs_f64();
     let large_count = small_count + large.created;
-    let (large_list, large_show) = measure(&base, &ids, args).await?;
+    let (list, show) = measure(&base, &ids, args).await?;
+    let large_bucket = Bucket {
+        count: large_count,
+        list,
+        show,
+    };
 
+    let errors = small.errors + large.errors;
+    let mut figures = creation_figures(args, large_count, errors, create_secs);
     let n = args.project_messages.min(1000);
-    let mut figures = vec![
-        Figure::new("user messages: created", large_count as f64, "msgs")
+    figures.extend(bucket_figures(n, "small", &small_bucket, None));
+    figures.extend(bucket_figures(
+        n,
+        "large",
+        &large_bucket,
+        Some(&small_bucket),
+    ));
+    Ok(figures)
+}
+
+/// The given `(nats_url, herald_url)`, or a NATS and a Herald started for this run (kept
+/// alive by the returned handles).
+async fn start_or_use(
+    bins: &Bins,
+    args: &Args,
+) -> Result<(Option<Nats>, Option<Herald>, String, String)> {
+    Ok(match &args.external {
+        Some((nats, herald)) => (None, None, nats.clone(), herald.clone()),
+        None => {
+            let nats = Nats::start(bins, args.sync_always).await?;
+            let herald = Herald::start(bins, &nats.url, &[]).await?;
+            let (url, base) = (nats.url.clone(), herald.base.clone());
+            (Some(nats), Some(herald), url, base)
+        }
+    })
+}
+
+/// Creates the measured project's `count` messages, 64 at a time, and returns their ids;
+/// any failure aborts, as the measurements need all of them.
+async fn create_target_messages(client: &async_nats::Client, count: usize) -> Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(count);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(64) {
+        let batch = futures::future::join_all(chunk.iter().map(|_| {
+            let body = json!({"project_id": TARGET_PROJECT, "event_id": EVENT_ID}).to_string();
+            create(client, body)
+        }))
+        .await;
+        for r in batch {
+            ids.push(r?);
+        }
+    }
+    Ok(ids)
+}
+
+fn creation_figures(args: &Args, created: usize, errors: usize, create_secs: f64) -> Vec<Figure> {
+    vec![
+        Figure::new("user messages: created", created as f64, "msgs")
             .target(&format!("{} requested", args.total)),
-        Figure::new(
-            "user messages: create errors",
-            (small.errors + large.errors) as f64,
-            "msgs",
-        ),
+        Figure::new("user messages: create errors", errors as f64, "msgs"),
         Figure::new("user messages: creation time", create_secs, "s"),
         Figure::new(
             "user messages: create rate (NATS req/reply)",
-            large_count as f64 / create_secs,
+            created as f64 / create_secs,
             "msg/s",
         ),
-    ];
-    for (label, count, list, show, baseline) in [
-        ("small", small_count, &small_list, &small_show, None),
-        (
-            "large",
-            large_count,
-            &large_list,
-            &large_show,
-            Some((small_list.quantile(0.5), small_show.quantile(0.5))),
-        ),
-    ] {
-        let mut l = Figure::new(
-            format!("user messages: list {n} of {count} ({label}) p50"),
-            list.quantile(0.5),
-            "ms",
-        )
-        .latencies(list);
-        let mut s = Figure::new(
-            format!("user messages: show 1 of {count} ({label}) p50"),
-            show.quantile(0.5),
-            "ms",
-        )
-        .latencies(show);
-        if let Some((list_base, show_base)) = baseline {
-            l = l
-                .vs(list_base)
-                .target("ratio ≈ 1: cost independent of the bucket");
-            s = s.vs(show_base).target("ratio ≈ 1");
-        }
-        figures.push(l);
-        figures.push(s);
+    ]
+}
+
+/// List and show p50 of one bucket; against `baseline` (the small bucket) when given, as
+/// the ratio is what shows whether cost grows with the bucket.
+fn bucket_figures(
+    n: usize,
+    label: &str,
+    bucket: &Bucket,
+    baseline: Option<&Bucket>,
+) -> [Figure; 2] {
+    let count = bucket.count;
+    let mut l = Figure::new(
+        format!("user messages: list {n} of {count} ({label}) p50"),
+        bucket.list.quantile(0.5),
+        "ms",
+    )
+    .latencies(&bucket.list);
+    let mut s = Figure::new(
+        format!("user messages: show 1 of {count} ({label}) p50"),
+        bucket.show.quantile(0.5),
+        "ms",
+    )
+    .latencies(&bucket.show);
+    if let Some(base) = baseline {
+        l = l
+            .vs(base.list.quantile(0.5))
+            .target("ratio ≈ 1: cost independent of the bucket");
+        s = s.vs(base.show.quantile(0.5)).target("ratio ≈ 1");
     }
-    Ok(figures)
+    [l, s]
 }
