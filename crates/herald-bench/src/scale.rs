@@ -27,29 +27,7 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     let api = HeraldApi::new(&herald.base);
     let rss_before = herald.rss_mib();
 
-    let start = Instant::now();
-    let results: Vec<Result<()>> = stream::iter(0..args.topics)
-        .map(|t| {
-            let (api, url) = (api.clone(), receiver.url(&format!("/hook/{t}")));
-            let subs = args.subscriptions;
-            async move {
-                let topic = format!("scale-{t}");
-                api.create_topic(&topic).await?;
-                for s in 0..subs {
-                    api.subscribe(&topic, &format!("{url}?s={s}"), json!({}))
-                        .await?;
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let created = start.elapsed();
-    let failures = results.iter().filter(|r| r.is_err()).count();
-    if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-        eprintln!("scale: {failures} topic set-ups failed, first: {e:#}");
-    }
+    let created = create_all(&api, &receiver, args).await;
     let consumers = args.topics * args.subscriptions;
     eprintln!("scale: {consumers} subscriptions created in {created:?}");
 
@@ -57,22 +35,7 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss = herald.rss_mib();
 
-    // Delivery latency on one topic while everything is held.
-    let mut lat = Latencies::default();
-    for _ in 0..20 {
-        let t = crate::receiver::now_ns();
-        let body = format!(r#"{{"messages":[{{"body":{{"t":{t}}}}}]}}"#);
-        api.post_raw("scale-0", body.into()).await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut got = 0;
-        while got < args.subscriptions && Instant::now() < deadline {
-            for v in receiver.drain_latencies() {
-                lat.push(v);
-                got += 1;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
+    let lat = one_topic_latency(&api, &mut receiver, args.subscriptions).await?;
     Ok(vec![
         Figure::new(
             format!(
@@ -96,4 +59,58 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         )
         .latencies(&lat),
     ])
+}
+
+/// Creates every topic with its subscriptions, 8 topics at a time, and returns how long
+/// it took. Failures are reported, not fatal: the figures still describe what was held.
+async fn create_all(api: &HeraldApi, receiver: &Receiver, args: &Args) -> Duration {
+    let start = Instant::now();
+    let results: Vec<Result<()>> = stream::iter(0..args.topics)
+        .map(|t| {
+            let (api, url) = (api.clone(), receiver.url(&format!("/hook/{t}")));
+            let subs = args.subscriptions;
+            async move {
+                let topic = format!("scale-{t}");
+                api.create_topic(&topic).await?;
+                for s in 0..subs {
+                    api.subscribe(&topic, &format!("{url}?s={s}"), json!({}))
+                        .await?;
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let created = start.elapsed();
+    let failures = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+        eprintln!("scale: {failures} topic set-ups failed, first: {e:#}");
+    }
+    created
+}
+
+/// Delivery latency on one topic while everything is held: 20 messages, each waited
+/// for (up to 30 s) at all `subscriptions` of the topic.
+async fn one_topic_latency(
+    api: &HeraldApi,
+    receiver: &mut Receiver,
+    subscriptions: usize,
+) -> Result<Latencies> {
+    let mut lat = Latencies::default();
+    for _ in 0..20 {
+        let t = crate::receiver::now_ns();
+        let body = format!(r#"{{"messages":[{{"body":{{"t":{t}}}}}]}}"#);
+        api.post_raw("scale-0", body.into()).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = 0;
+        while got < subscriptions && Instant::now() < deadline {
+            for v in receiver.drain_latencies() {
+                lat.push(v);
+                got += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(lat)
 }
