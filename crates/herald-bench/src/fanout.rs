@@ -234,41 +234,14 @@ async fn raw_filtered_run(bins: &Bins, args: &Args, n: usize, messages: usize) -
         let consumer = raw
             .durable(&format!("sub{i}"), args.concurrency as i64)
             .await?;
-        let (http, url, stop) = (
+        let url = receiver.url(&format!("/hook/{i}"));
+        tasks.push(spawn_filtered_forwarder(
+            consumer,
             http.clone(),
-            receiver.url(&format!("/hook/{i}")),
+            url,
+            i,
             stop.clone(),
-        );
-        let mine = format!("\"s{i}\"");
-        tasks.push(tokio::spawn(async move {
-            let Ok(mut stream) = consumer.messages().await else {
-                return;
-            };
-            while !stop.load(Ordering::Relaxed) {
-                let next = tokio::time::timeout(
-                    Duration::from_millis(200),
-                    futures::StreamExt::next(&mut stream),
-                )
-                .await;
-                let Ok(Some(Ok(message))) = next else {
-                    continue;
-                };
-                let matches = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Herald-Attr-shard"))
-                    .is_some_and(|v| v.as_str() == mine);
-                if matches {
-                    let _ = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(message.payload.clone())
-                        .send()
-                        .await;
-                }
-                let _ = message.ack().await;
-            }
-        }));
+        ));
     }
     let start = Instant::now();
     let payload: bytes::Bytes =
@@ -286,6 +259,50 @@ async fn raw_filtered_run(bins: &Bins, args: &Args, n: usize, messages: usize) -
         let _ = t.await;
     }
     Ok(rate)
+}
+
+/// One raw filtering consumer: pulls every message until `stop`, POSTs to `url` those whose
+/// `Herald-Attr-shard` header is `"s{shard}"`, and acks all of them. Pulls time out after
+/// 200 ms so that `stop` is seen even when the stream is idle.
+fn spawn_filtered_forwarder(
+    consumer: async_nats::jetstream::consumer::Consumer<
+        async_nats::jetstream::consumer::pull::Config,
+    >,
+    http: reqwest::Client,
+    url: String,
+    shard: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let mine = format!("\"s{shard}\"");
+    tokio::spawn(async move {
+        let Ok(mut stream) = consumer.messages().await else {
+            return;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let next = tokio::time::timeout(
+                Duration::from_millis(200),
+                futures::StreamExt::next(&mut stream),
+            )
+            .await;
+            let Ok(Some(Ok(message))) = next else {
+                continue;
+            };
+            let matches = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Herald-Attr-shard"))
+                .is_some_and(|v| v.as_str() == mine);
+            if matches {
+                let _ = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(message.payload.clone())
+                    .send()
+                    .await;
+            }
+            let _ = message.ack().await;
+        }
+    })
 }
 
 /// Filter policies: 1 topic × `n` subscriptions each matching 1/n of the messages, against
