@@ -344,7 +344,7 @@ impl Subscriptions<'_> {
             project: identity.project.clone(),
             topic: name.clone(),
             subscriber: subscriber.raw,
-            options: changes.options.unwrap_or_default(),
+            options: changes.options.unwrap_or_default().into(),
             ttl,
             created_at: now,
             expires_at: now + Duration::seconds(ttl as i64),
@@ -398,7 +398,7 @@ impl Subscriptions<'_> {
             sub.expires_at = Utc::now() + Duration::seconds(ttl as i64);
         }
         if let Some(options) = changes.options {
-            sub.options = options;
+            sub.options = options.into();
         }
         self.store
             .update_subscription(&sub, consumer_limits(self.config))
@@ -467,7 +467,7 @@ mod tests {
             project: project(),
             topic: TopicName::parse("t").unwrap(),
             subscriber: subscriber.into(),
-            options: Map::new(),
+            options: Default::default(),
             ttl: 3600,
             created_at: now,
             expires_at: now + Duration::seconds(3600),

@@ -56,11 +56,7 @@ const PROJECT_ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,256}$";
 
 impl utoipa::Modify for FamilyResponses {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{
-            path::{HttpMethod, ParameterIn},
-            schema::{ObjectBuilder, Type},
-            ContentBuilder, Ref, ResponseBuilder,
-        };
+        use utoipa::openapi::path::HttpMethod;
         for (path, item) in doc.paths.paths.iter_mut() {
             let v2 = path.starts_with("/v2/topics");
             let v3 = path.starts_with("/v3");
@@ -77,64 +73,88 @@ impl utoipa::Modify for FamilyResponses {
             ];
             for (method, op) in methods {
                 let Some(op) = op.as_mut() else { continue };
-                let has_body = op.request_body.is_some();
                 let writes = method != HttpMethod::Get;
-                let mut statuses: Vec<(u16, &str)> = vec![
-                    (
-                        400,
-                        "Invalid request (identity headers, path, query or body)",
-                    ),
-                    (401, "Missing or unknown token (auth_mode = tokens)"),
-                    (
-                        503,
-                        "NATS unavailable or the request took too long; retry later",
-                    ),
-                ];
-                if v2 && writes {
-                    statuses.push((403, "The caller may not change this resource"));
-                }
-                if v3 || path.contains("{name}") {
-                    statuses.push((404, "Not found"));
-                }
-                if v3 {
-                    statuses.push((406, "Microversion above the maximum"));
-                }
-                if has_body {
-                    statuses.push((408, "The request body did not arrive in time"));
-                    statuses.push((413, "Request body too large"));
-                }
-                for (status, description) in statuses {
-                    op.responses
-                        .responses
-                        .entry(status.to_string())
-                        .or_insert_with(|| {
-                            ResponseBuilder::new()
-                                .description(description)
-                                .content(
-                                    "application/json",
-                                    ContentBuilder::new()
-                                        .schema(Some(Ref::from_schema_name(schema)))
-                                        .build(),
-                                )
-                                .build()
-                                .into()
-                        });
-                }
-                for param in op.parameters.iter_mut().flatten() {
-                    let pattern = match (&param.parameter_in, param.name.as_str()) {
-                        (ParameterIn::Path, "name") => TOPIC_NAME_PATTERN,
-                        (ParameterIn::Path, "project_id") => PROJECT_ID_PATTERN,
-                        _ => continue,
-                    };
-                    param.schema = Some(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .pattern(Some(pattern))
-                            .into(),
-                    );
-                }
+                let statuses = family_statuses(path, v3, writes, op.request_body.is_some());
+                add_error_responses(op, &statuses, schema);
+                constrain_path_parameters(op);
             }
         }
+    }
+}
+
+/// The error statuses every operation of a family can answer, with their descriptions.
+fn family_statuses(path: &str, v3: bool, writes: bool, has_body: bool) -> Vec<(u16, &'static str)> {
+    let mut statuses = vec![
+        (
+            400,
+            "Invalid request (identity headers, path, query or body)",
+        ),
+        (401, "Missing or unknown token (auth_mode = tokens)"),
+        (
+            503,
+            "NATS unavailable or the request took too long; retry later",
+        ),
+    ];
+    if !v3 && writes {
+        statuses.push((403, "The caller may not change this resource"));
+    }
+    if v3 || path.contains("{name}") {
+        statuses.push((404, "Not found"));
+    }
+    if v3 {
+        statuses.push((406, "Microversion above the maximum"));
+    }
+    if has_body {
+        statuses.push((408, "The request body did not arrive in time"));
+        statuses.push((413, "Request body too large"));
+    }
+    statuses
+}
+
+/// Adds each status the operation does not document yet, with the family's error body.
+fn add_error_responses(
+    op: &mut utoipa::openapi::path::Operation,
+    statuses: &[(u16, &str)],
+    schema: &str,
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    for (status, description) in statuses {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(*description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(schema)))
+                            .build(),
+                    )
+                    .build()
+                    .into()
+            });
+    }
+}
+
+/// The topic-name and project-id path parameters, with the patterns their parsers check.
+fn constrain_path_parameters(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::{
+        path::ParameterIn,
+        schema::{ObjectBuilder, Type},
+    };
+    for param in op.parameters.iter_mut().flatten() {
+        let pattern = match (&param.parameter_in, param.name.as_str()) {
+            (ParameterIn::Path, "name") => TOPIC_NAME_PATTERN,
+            (ParameterIn::Path, "project_id") => PROJECT_ID_PATTERN,
+            _ => continue,
+        };
+        param.schema = Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern))
+                .into(),
+        );
     }
 }
 

@@ -84,7 +84,7 @@ impl From<&Subscription> for SubscriptionOut {
             ttl: s.ttl,
             age: (Utc::now() - s.created_at).num_seconds().max(0),
             confirmed: s.confirmed,
-            options: s.options.clone(),
+            options: s.options.doc().clone(),
         }
     }
 }

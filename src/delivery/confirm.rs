@@ -93,7 +93,7 @@ pub async fn send(outbound: &Outbound, config: &Config, sub: &Subscription, unsu
                 mailer
                     .send(Email {
                         to: address,
-                        from: sub.options.get("from").and_then(Value::as_str),
+                        from: sub.options.from.as_deref(),
                         subject: "Confirm your Herald subscription",
                         body,
                     })

@@ -36,6 +36,7 @@ use crate::{
         discovery::{SubscriptionConsumer, SubscriptionEvent},
         names::stream_name,
         subscriptions::{ConsumerLimits, Subscription},
+        topics::Topic,
         Store,
     },
 };
@@ -273,40 +274,12 @@ impl Engine {
             return Ok(());
         };
         let fingerprint = fingerprint(metadata, topic.revision);
-        if self
-            .running
-            .lock()
-            .expect("workers lock")
-            .get(&key)
-            .is_some_and(|r| r.fingerprint == fingerprint)
-        {
+        if self.is_running(&key, &fingerprint) {
             return Ok(());
         }
-        let Ok(subscriber) = Subscriber::parse(&sub.subscriber) else {
-            tracing::warn!(subscription = %sub.id, "unreadable subscriber; not delivering");
+        let Some(target) = target_of(sub, &topic, stream) else {
             return Ok(());
         };
-        let filter = match FilterPolicy::from_options(&sub.options) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(subscription = %sub.id, error = %e, "unreadable filter policy; not delivering");
-                return Ok(());
-            }
-        };
-        let policy = worker::Target::effective_policy(topic.metadata.retry_policy(), &sub.options);
-        let target = Arc::new(worker::Target {
-            lag: metrics::gauge!("herald_subscription_lag_messages",
-                "topic" => sub.topic.to_string(), "subscription" => sub.id.clone()),
-            metrics: worker::DeliveryMetrics::new(subscriber.protocol().as_str()),
-            schedule: policy.schedule(),
-            policy,
-            default_ttl: topic.metadata.default_message_ttl(),
-            filter,
-            topic: sub.topic.clone(),
-            stream: stream.to_owned(),
-            subscriber,
-            sub,
-        });
         let handle = self
             .deps
             .store
@@ -314,23 +287,8 @@ impl Engine {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open consumer {consumer}: {e}"))?;
         let cancel = shutdown.child_token();
-        {
-            let mut running = self.running.lock().expect("workers lock");
-            if running
-                .get(&key)
-                .is_some_and(|r| r.fingerprint == fingerprint)
-            {
-                return Ok(());
-            }
-            if let Some(old) = running.insert(
-                key,
-                Running {
-                    fingerprint,
-                    cancel: cancel.clone(),
-                },
-            ) {
-                old.cancel.cancel();
-            }
+        if !self.register(key, fingerprint, cancel.clone()) {
+            return Ok(());
         }
         self.tracker.spawn(worker::run(
             self.deps.clone(),
@@ -341,6 +299,72 @@ impl Engine {
         ));
         Ok(())
     }
+
+    /// Whether a worker for `key` already runs this version of the subscription.
+    fn is_running(&self, key: &(String, String), fingerprint: &str) -> bool {
+        self.running
+            .lock()
+            .expect("workers lock")
+            .get(key)
+            .is_some_and(|r| r.fingerprint == fingerprint)
+    }
+
+    /// Records the new worker of `key`, cancelling the one it replaces; `false` (nothing
+    /// recorded) when a concurrent refresh already started this version.
+    fn register(
+        &self,
+        key: (String, String),
+        fingerprint: String,
+        cancel: CancellationToken,
+    ) -> bool {
+        let mut running = self.running.lock().expect("workers lock");
+        if running
+            .get(&key)
+            .is_some_and(|r| r.fingerprint == fingerprint)
+        {
+            return false;
+        }
+        if let Some(old) = running.insert(
+            key,
+            Running {
+                fingerprint,
+                cancel,
+            },
+        ) {
+            old.cancel.cancel();
+        }
+        true
+    }
+}
+
+/// What a worker delivers `sub` with, under its topic's policies; `None` (logged) when the
+/// stored subscriber or filter policy cannot be read.
+fn target_of(sub: Subscription, topic: &Topic, stream: &str) -> Option<Arc<worker::Target>> {
+    let Ok(subscriber) = Subscriber::parse(&sub.subscriber) else {
+        tracing::warn!(subscription = %sub.id, "unreadable subscriber; not delivering");
+        return None;
+    };
+    let filter = match FilterPolicy::from_options(sub.options.doc()) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(subscription = %sub.id, error = %e, "unreadable filter policy; not delivering");
+            return None;
+        }
+    };
+    let policy = worker::Target::effective_policy(topic.metadata.retry_policy(), sub.options.doc());
+    Some(Arc::new(worker::Target {
+        lag: metrics::gauge!("herald_subscription_lag_messages",
+            "topic" => sub.topic.to_string(), "subscription" => sub.id.clone()),
+        metrics: worker::DeliveryMetrics::new(subscriber.protocol().as_str()),
+        schedule: policy.schedule(),
+        policy,
+        default_ttl: topic.metadata.default_message_ttl(),
+        filter,
+        topic: sub.topic.clone(),
+        stream: stream.to_owned(),
+        subscriber,
+        sub,
+    }))
 }
 
 /// What a running worker depends on: the subscription's own metadata and the topic's

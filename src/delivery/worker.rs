@@ -673,7 +673,7 @@ async fn send(
             };
             let body = Bytes::from(body);
             let mut headers = webhook::extra_headers(options.get("post_headers"))?;
-            if let Some(secret) = options.get("secret").and_then(Value::as_str) {
+            if let Some(secret) = options.secret.as_deref() {
                 headers.extend(signature_headers(
                     secret,
                     id,
@@ -704,7 +704,7 @@ async fn send(
             })?;
             let subject = subject
                 .as_deref()
-                .or_else(|| options.get("subject").and_then(Value::as_str))
+                .or(options.subject.as_deref())
                 .unwrap_or(DEFAULT_SUBJECT);
             let pretty = serde_json::from_str::<Value>(&payload)
                 .and_then(|v| serde_json::to_string_pretty(&v))
@@ -712,7 +712,7 @@ async fn send(
             mailer
                 .send(Email {
                     to: address,
-                    from: options.get("from").and_then(Value::as_str),
+                    from: options.from.as_deref(),
                     subject,
                     body: pretty,
                 })

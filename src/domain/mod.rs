@@ -5,6 +5,7 @@ mod names;
 mod retry_policy;
 pub mod signed_url;
 pub mod subscriber;
+pub mod subscription_options;
 pub mod timestamps;
 pub mod topic_metadata;
 

@@ -11,7 +11,7 @@ use async_nats::jetstream::{
 };
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -27,7 +27,7 @@ use super::{
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
 };
-use crate::domain::{ProjectId, TopicName};
+use crate::domain::{subscription_options::SubscriptionOptions, ProjectId, TopicName};
 
 /// How long a changed subscription's consumer stays paused (see
 /// [`Store::update_subscription`]): longer than every process needs to hear of the change.
@@ -45,7 +45,7 @@ pub struct Subscription {
     pub project: ProjectId,
     pub topic: TopicName,
     pub subscriber: String,
-    pub options: Map<String, Value>,
+    pub options: SubscriptionOptions,
     pub ttl: u64,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -65,7 +65,7 @@ impl Subscription {
 
     /// `options.ordered`: one delivery at a time, in publish order.
     pub fn ordered(&self) -> bool {
-        self.options.get("ordered").and_then(Value::as_bool) == Some(true)
+        self.options.ordered
     }
 
     fn metadata(&self) -> HashMap<String, String> {
@@ -73,7 +73,7 @@ impl Subscription {
             (META_SUBSCRIBER.to_owned(), self.subscriber.clone()),
             (
                 META_OPTIONS.to_owned(),
-                Value::Object(self.options.clone()).to_string(),
+                Value::Object(self.options.doc().clone()).to_string(),
             ),
             (META_TTL.to_owned(), self.ttl.to_string()),
             (META_CREATED.to_owned(), self.created_at.to_rfc3339()),
@@ -126,7 +126,7 @@ impl Subscription {
                 topic: TopicName::parse(get(META_TOPIC)?).map_err(|e| e.0)?,
                 subscriber: get(META_SUBSCRIBER)?.clone(),
                 options: match serde_json::from_str(get(META_OPTIONS)?) {
-                    Ok(Value::Object(m)) => m,
+                    Ok(Value::Object(m)) => m.into(),
                     Ok(_) => return Err(format!("{META_OPTIONS} is not a JSON object")),
                     Err(e) => return Err(format!("{META_OPTIONS}: {e}")),
                 },
@@ -150,6 +150,9 @@ impl Subscription {
 
 /// What a consumer's metadata holds (see [`Subscription::decode_consumer`]).
 #[derive(Debug)]
+// A short-lived return value, matched at once: boxing the subscription would only add an
+// allocation per decode.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     Subscription(Subscription),
     /// Not one of Herald's consumers.
@@ -436,7 +439,8 @@ mod tests {
             options: serde_json::json!({"ordered": true})
                 .as_object()
                 .unwrap()
-                .clone(),
+                .clone()
+                .into(),
             ttl: 3600,
             created_at: DateTime::parse_from_rfc3339(&now.to_rfc3339())
                 .unwrap()
