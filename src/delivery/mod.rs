@@ -113,9 +113,13 @@ impl Deps {
             Ok(true) => {
                 // A subscription that had to be confirmed and never was tells the project
                 // that, rather than a plain expiry.
-                let unconfirmed = self.config.require_confirmation
-                    && !sub.confirmed
-                    && Subscriber::parse(&sub.subscriber).is_ok_and(|s| s.needs_confirmation());
+                let unconfirmed = Subscriber::parse(&sub.subscriber).is_ok_and(|s| {
+                    crate::subscriptions::awaiting_confirmation(
+                        self.config.require_confirmation,
+                        &s,
+                        sub,
+                    )
+                });
                 let event = if unconfirmed {
                     user_messages::EVENT_UNCONFIRMED
                 } else {

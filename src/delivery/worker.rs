@@ -521,9 +521,11 @@ async fn settle(
 
     if target.sub.is_expired(now)
         || target.sub.unsubscribed
-        || (deps.config.require_confirmation
-            && target.subscriber.needs_confirmation()
-            && !target.sub.confirmed)
+        || crate::subscriptions::awaiting_confirmation(
+            deps.config.require_confirmation,
+            &target.subscriber,
+            &target.sub,
+        )
     {
         let _ = message.ack().await;
         return Outcome::Skipped;
