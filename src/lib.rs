@@ -3,19 +3,24 @@
 //!
 //! # Layout
 //! What each module owns, and what it may touch:
-//! - [`api`]: one module per REST resource, extractors and middleware. Handlers extract,
-//!   call a service or the store, and shape the response; they never talk to NATS.
+//! - [`api`]: one module per REST resource (`api/cinder/` for the Cinder v3 family),
+//!   extractors and middleware. Handlers extract, call a service or the store, and shape
+//!   the response; they never talk to NATS.
 //! - [`domain`]: types that parse once at the edge (names, ids, metadata, subscribers,
-//!   filter policies, signed URLs). No I/O.
+//!   subscription options, filter policies, signed URLs, timestamps). No I/O.
+//! - [`subscriptions`]: the rules of subscriptions (uniqueness, ACL, delegation,
+//!   confirmation), testable without HTTP.
 //! - [`user_messages`] and [`catalog`]: the rules of user messages (the one create path,
-//!   used by REST, the NATS responder and delivery) and the permitted-messages catalog.
+//!   used by REST, delivery and the NATS responder in `user_messages::nats`) and the
+//!   permitted-messages catalog.
 //! - [`store`]: every JetStream and KV access; [`store::names`] is the one place that
 //!   names subjects, streams, buckets, keys and metadata; `store::errors` tells JetStream
-//!   errors apart by code. Nothing outside `store` talks to NATS for state (exception still
-//!   to remove: `delivery`'s discovery lists streams and consumers via `Store::jetstream`).
-//! - [`delivery`]: the engine (discovery, one worker per subscription, retries, dead
-//!   letters) and one module per protocol; its transports (webhook, email, NATS on its own
-//!   connection, SMS) are the only other code that opens network connections.
+//!   errors apart by code; `store::discovery` is how delivery finds subscriptions (events,
+//!   consumers, the pull handle). Nothing outside `store` talks to NATS for state; only
+//!   `names` and `topic_stream_config` are public beyond the crate.
+//! - [`delivery`]: the engine (one worker per subscription, retries, dead letters) and one
+//!   module per protocol; its transports (webhook, email, NATS on its own connection, SMS)
+//!   and the user-message responder are the only other code that opens network connections.
 //! - [`auth`]: identities from headers, a tokens file or Keystone.
 //! - [`config`], [`telemetry`], [`server`], [`shutdown`], [`startup`]: process plumbing.
 //! - [`error`]: the API error types (Zaqar and Cinder bodies) and their status mapping.
