@@ -117,7 +117,7 @@ impl Application {
         ));
         tasks.spawn(user_messages::serve_nats(
             self.state.user_messages.clone(),
-            self.state.store.client().clone(),
+            self.state.store.clone(),
             shutdown.clone(),
         ));
         if self.roles.workers {

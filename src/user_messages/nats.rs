@@ -2,13 +2,12 @@
 //! in the [`QUEUE_GROUP`], so any number of Herald processes share the requests, and
 //! replies `{"id"}` or `{"error": {"code", "message"}}`.
 
-use async_nats::Client;
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{invalid, CreateError, CreateUserMessage, UserMessages};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Public contract: NATS request/reply subject that creates a user message.
 pub use crate::store::names::USER_MESSAGES_CREATE_SUBJECT as CREATE_SUBJECT;
@@ -41,7 +40,9 @@ impl UserMessages {
 
 /// Answers [`CREATE_SUBJECT`] in the [`QUEUE_GROUP`] until `shutdown`; requests already
 /// received are finished before it returns.
-pub async fn serve_nats(service: UserMessages, client: Client, shutdown: CancellationToken) {
+pub async fn serve_nats(service: UserMessages, store: Store, shutdown: CancellationToken) {
+    // The responder is a transport: it serves on the store's connection.
+    let client = store.client().clone();
     let subscriber = match client
         .queue_subscribe(CREATE_SUBJECT, QUEUE_GROUP.to_owned())
         .await
