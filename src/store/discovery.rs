@@ -105,17 +105,8 @@ impl Store {
 
     /// Every consumer of every topic stream. A stream deleted while listing is skipped.
     pub async fn subscription_consumers(&self) -> Result<Vec<SubscriptionConsumer>, StoreError> {
-        let names: Vec<String> = self
-            .js
-            .stream_names()
-            .try_collect()
-            .await
-            .map_err(classify)?;
         let mut all = Vec::new();
-        for stream in names
-            .into_iter()
-            .filter(|n| n.starts_with(TOPIC_STREAM_PREFIX))
-        {
+        for stream in self.topic_stream_names().await? {
             let Ok(s) = self.js.get_stream(&stream).await else {
                 continue;
             };
@@ -127,6 +118,20 @@ impl Store {
             }));
         }
         Ok(all)
+    }
+
+    /// The names of every topic stream.
+    pub(super) async fn topic_stream_names(&self) -> Result<Vec<String>, StoreError> {
+        let names: Vec<String> = self
+            .js
+            .stream_names()
+            .try_collect()
+            .await
+            .map_err(classify)?;
+        Ok(names
+            .into_iter()
+            .filter(|n| n.starts_with(TOPIC_STREAM_PREFIX))
+            .collect())
     }
 
     /// The pull handle a worker consumes one subscription through.

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::domain::{topic_metadata::MAX_MESSAGE_TTL_SECS, ProjectId, TopicMetadata, TopicName};
 
-use super::names::{stream_name, topic_subject, TOPIC_STREAM_PREFIX};
+use super::names::{stream_name, topic_subject};
 
 /// How long JetStream remembers `Nats-Msg-Id`s for idempotent publishing.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -419,18 +419,9 @@ impl Store {
             }
             wanted.insert(name);
         }
-        let names: Vec<String> = self
-            .js
-            .stream_names()
-            .try_collect()
-            .await
-            .map_err(classify)?;
         let mut removed = 0;
-        for name in names {
-            if name.starts_with(TOPIC_STREAM_PREFIX)
-                && !wanted.contains(&name)
-                && self.is_orphan_stream(&name).await?
-            {
+        for name in self.topic_stream_names().await? {
+            if !wanted.contains(&name) && self.is_orphan_stream(&name).await? {
                 self.delete_stream_if_present(&name).await?;
                 removed += 1;
             }

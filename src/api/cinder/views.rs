@@ -3,10 +3,10 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{domain::ProjectId, store::user_messages::UserMessage};
-
-/// Timestamps without an offset, as Cinder prints them (always UTC).
-const DATE_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
+use crate::{
+    domain::{timestamps, ProjectId},
+    store::user_messages::UserMessage,
+};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageLinkOut {
@@ -46,8 +46,9 @@ pub struct MessageListOut {
     pub messages_links: Option<Vec<MessageLinkOut>>,
 }
 
+/// Cinder's date format (see [`timestamps::cinder`]).
 pub fn format_date(d: &chrono::DateTime<chrono::Utc>) -> String {
-    d.format(DATE_FORMAT).to_string()
+    timestamps::cinder(*d)
 }
 
 pub(super) fn view(m: UserMessage, base: &str, project: &ProjectId) -> MessageOut {
