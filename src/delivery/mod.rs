@@ -7,14 +7,17 @@
 //! or stop a worker within moments; a full resync at start-up and every
 //! [`RESYNC_PERIOD`] is the safety net (and picks up topic policy changes).
 //!
-//! Layout: `worker` (pull loop and `deliver_one`), `outcome`, one module per protocol
+//! Layout: `worker` (pull loop and `deliver_one`), `message` (what a worker reads from a
+//! JetStream message), `payload` (what it sends), `outcome`, one module per protocol
 //! (`webhook`, `email`, `nats`, `sms`), `confirm` (subscription confirmations) and
 //! `user_messages` (the dead-letter notice to the project).
 
 pub mod confirm;
 pub mod email;
+pub mod message;
 pub mod nats;
 pub mod outcome;
+pub mod payload;
 pub mod sms;
 pub mod user_messages;
 pub mod webhook;

@@ -18,7 +18,7 @@ use std::{
 use async_nats::{client::RequestErrorKind, Client, Event, HeaderMap, ServerError};
 use bytes::Bytes;
 
-use super::{outcome::DeliveryError, worker::printable_id};
+use super::{message::printable_id, outcome::DeliveryError};
 use crate::{
     config::Config,
     domain::filter_policy::{Attributes, ATTRIBUTE_HEADER_PREFIX},

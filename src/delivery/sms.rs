@@ -141,7 +141,7 @@ fn compact_json(json: &str) -> String {
     out
 }
 
-/// The SMS text for a notification (the JSON [`super::worker::notification`] built):
+/// The SMS text for a notification (the JSON [`super::payload::notification`] built):
 /// `template` with [`PLACEHOLDER`] replaced by the message body as text, else that text.
 ///
 /// # Errors
