@@ -13,7 +13,7 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
-use reqwest::header::HeaderValue;
+use reqwest::{header::HeaderValue, Url};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -463,36 +463,7 @@ async fn send(
     let options = &target.sub.options;
     match &target.subscriber {
         Subscriber::Webhook { url } | Subscriber::Trust { url } => {
-            let body = match options.get("post_data") {
-                Some(template) => apply_template(template, &payload),
-                None => payload,
-            };
-            let body = Bytes::from(body);
-            let mut headers = webhook::extra_headers(options.get("post_headers"))?;
-            if let Some(secret) = options.secret.as_deref() {
-                headers.extend(signature_headers(
-                    secret,
-                    id,
-                    Utc::now().timestamp(),
-                    &body,
-                )?);
-            }
-            if matches!(target.subscriber, Subscriber::Trust { .. }) {
-                let token = target.sub.delegated_token.as_deref().ok_or_else(|| {
-                    DeliveryError::Misconfigured(
-                        "no delegated token for this trust subscription".into(),
-                    )
-                })?;
-                headers.insert(
-                    "x-auth-token",
-                    HeaderValue::from_str(token).map_err(|_| {
-                        DeliveryError::Misconfigured(
-                            "the delegated token is not a valid header".into(),
-                        )
-                    })?,
-                );
-            }
-            deps.outbound.webhook.post(url, headers, body).await
+            send_webhook(deps, target, url, id, payload).await
         }
         Subscriber::Email { address, subject } => {
             let mailer = deps.outbound.mailer.as_ref().ok_or_else(|| {
@@ -519,13 +490,9 @@ async fn send(
             let transport = deps.outbound.nats.as_ref().ok_or_else(|| {
                 DeliveryError::Misconfigured("no NATS delivery connection in this process".into())
             })?;
+            let timeout = deps.config.delivery_timeout();
             transport
-                .request(
-                    subject,
-                    headers,
-                    Bytes::from(payload),
-                    deps.config.delivery_timeout(),
-                )
+                .request(subject, headers, Bytes::from(payload), timeout)
                 .await
         }
         Subscriber::Sms { number } => {
@@ -538,6 +505,44 @@ async fn send(
             gateway.send(number, &text).await
         }
     }
+}
+
+/// A webhook or trust-webhook attempt: the `post_data` template, the subscriber's extra
+/// headers, the signature when a secret is set, and the delegated token for `trust+`.
+async fn send_webhook(
+    deps: &Deps,
+    target: &Target,
+    url: &Url,
+    id: &str,
+    payload: String,
+) -> Result<(), DeliveryError> {
+    let options = &target.sub.options;
+    let body = match options.get("post_data") {
+        Some(template) => apply_template(template, &payload),
+        None => payload,
+    };
+    let body = Bytes::from(body);
+    let mut headers = webhook::extra_headers(options.get("post_headers"))?;
+    if let Some(secret) = options.secret.as_deref() {
+        headers.extend(signature_headers(
+            secret,
+            id,
+            Utc::now().timestamp(),
+            &body,
+        )?);
+    }
+    if matches!(target.subscriber, Subscriber::Trust { .. }) {
+        let token = target.sub.delegated_token.as_deref().ok_or_else(|| {
+            DeliveryError::Misconfigured("no delegated token for this trust subscription".into())
+        })?;
+        headers.insert(
+            "x-auth-token",
+            HeaderValue::from_str(token).map_err(|_| {
+                DeliveryError::Misconfigured("the delegated token is not a valid header".into())
+            })?,
+        );
+    }
+    deps.outbound.webhook.post(url, headers, body).await
 }
 
 #[cfg(test)]
