@@ -14,8 +14,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::{
-    api::cinder::microversion::{VersionError, MAX_VERSION, MIN_VERSION},
     auth::AuthError,
+    domain::microversion::{VersionError, MAX_VERSION, MIN_VERSION},
     domain::Invalid,
     store::{errors::Limit, StoreError},
     user_messages::CreateError,

@@ -15,8 +15,8 @@ use crate::{
     config::{AuthMode, Config, NatsSubscriberScope},
     delivery::{confirm, consumer_limits, Outbound},
     domain::{
-        filter_policy::FilterPolicy, subscriber, topic_metadata::acl_allows, ProjectId, Protocol,
-        RetryPolicy, Subscriber, TopicName,
+        filter_policy::FilterPolicy, subscriber, ProjectId, Protocol, RetryPolicy, Subscriber,
+        TopicName,
     },
     error::ApiError,
     store::{
@@ -196,7 +196,7 @@ pub fn check_subscribe(
     identity: &Identity,
     subscriber: &Subscriber,
 ) -> Result<(), ApiError> {
-    if !acl_allows(&topic.metadata, "subscribe", identity) {
+    if !identity.allowed_by(&topic.metadata, "subscribe") {
         return Err(ApiError::Forbidden(
             "You are not allowed to subscribe to this topic.".into(),
         ));
@@ -231,21 +231,6 @@ pub fn delegation(mode: AuthMode, identity: &Identity) -> Result<String, ApiErro
             identity.project
         )),
     }
-}
-
-/// Whether confirmation applies to this subscriber at all (`require_confirmation` and a
-/// webhook or email subscriber).
-pub fn confirmation_applies(require_confirmation: bool, subscriber: &Subscriber) -> bool {
-    require_confirmation && subscriber.needs_confirmation()
-}
-
-/// Whether nothing may be delivered to `sub` until it is confirmed.
-pub fn awaiting_confirmation(
-    require_confirmation: bool,
-    subscriber: &Subscriber,
-    sub: &Subscription,
-) -> bool {
-    !sub.confirmed && confirmation_applies(require_confirmation, subscriber)
 }
 
 /// Whether `raw` is already the subscriber of another subscription than `id`.
@@ -360,7 +345,10 @@ impl Subscriptions<'_> {
             }
             Created::New(sub) | Created::Existing(sub) => sub,
         };
-        if confirmation_applies(self.config.require_confirmation, &subscriber.parsed) {
+        if subscriber
+            .parsed
+            .confirmation_applies(self.config.require_confirmation)
+        {
             self.send_confirmation(sub.clone(), false);
         }
         Ok(sub)
@@ -424,7 +412,7 @@ impl Subscriptions<'_> {
                 .await?;
         }
         let applies = Subscriber::parse(&sub.subscriber)
-            .is_ok_and(|s| confirmation_applies(self.config.require_confirmation, &s));
+            .is_ok_and(|s| s.confirmation_applies(self.config.require_confirmation));
         if !confirmed && applies {
             self.send_confirmation(sub, true);
         }
@@ -600,19 +588,12 @@ mod tests {
     fn confirmation_rules() {
         let webhook = Subscriber::parse("https://example.com/h").unwrap();
         let nats = Subscriber::parse("nats:p1.x").unwrap();
-        assert!(confirmation_applies(true, &webhook));
-        assert!(!confirmation_applies(false, &webhook));
-        assert!(!confirmation_applies(true, &nats));
-        assert!(awaiting_confirmation(
-            true,
-            &webhook,
-            &sub("a", "https://example.com/h", false)
-        ));
-        assert!(!awaiting_confirmation(
-            true,
-            &webhook,
-            &sub("a", "https://example.com/h", true)
-        ));
+        assert!(webhook.confirmation_applies(true));
+        assert!(!webhook.confirmation_applies(false));
+        assert!(!nats.confirmation_applies(true));
+        assert!(webhook.awaits_confirmation(true, false));
+        assert!(!webhook.awaits_confirmation(true, true));
+        assert!(!nats.awaits_confirmation(true, false));
 
         let (s, changed) = confirmed_as(sub("a", "x", false), true);
         assert!(changed && s.confirmed && !s.unsubscribed);

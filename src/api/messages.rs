@@ -22,8 +22,7 @@ use crate::{
     domain::{
         filter_policy::Attributes,
         topic_metadata::{
-            acl_allows, TopicMetadata, MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS,
-            MIN_MESSAGE_TTL_SECS,
+            TopicMetadata, MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS, MIN_MESSAGE_TTL_SECS,
         },
     },
     error::ApiError,
@@ -153,7 +152,7 @@ async fn post_messages(
         .get_topic_cached(&identity.project, &name)
         .await?
         .ok_or_else(ApiError::topic_not_found)?;
-    if !acl_allows(&topic.metadata, "sending", &identity) {
+    if !identity.allowed_by(&topic.metadata, "sending") {
         return Err(ApiError::Forbidden(
             "You are not allowed to send messages to this topic.".into(),
         ));

@@ -13,7 +13,10 @@ use std::{
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-use crate::{config::AuthMode, domain::ProjectId};
+use crate::{
+    config::AuthMode,
+    domain::{ProjectId, TopicMetadata},
+};
 
 pub use keystone::{parse_role_map, Keystone};
 
@@ -48,6 +51,21 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Whether each list the topic sets (`_allowed_{kind}_users`, `_allowed_{kind}_projects`)
+    /// names this caller. Unset lists allow everybody who can see the topic.
+    pub fn allowed_by(&self, meta: &TopicMetadata, kind: &str) -> bool {
+        if self.is_admin() {
+            return true;
+        }
+        let users_ok = meta
+            .list(&format!("_allowed_{kind}_users"))
+            .is_none_or(|users| self.user_id.as_deref().is_some_and(|u| users.contains(&u)));
+        let projects_ok = meta
+            .list(&format!("_allowed_{kind}_projects"))
+            .is_none_or(|projects| projects.contains(&self.project.as_str()));
+        users_ok && projects_ok
+    }
+
     pub fn is_admin(&self) -> bool {
         self.roles.contains(&Role::Admin)
     }

@@ -117,11 +117,7 @@ impl Deps {
                 // A subscription that had to be confirmed and never was tells the project
                 // that, rather than a plain expiry.
                 let unconfirmed = Subscriber::parse(&sub.subscriber).is_ok_and(|s| {
-                    crate::subscriptions::awaiting_confirmation(
-                        self.config.require_confirmation,
-                        &s,
-                        sub,
-                    )
+                    s.awaits_confirmation(self.config.require_confirmation, sub.confirmed)
                 });
                 let event = if unconfirmed {
                     user_messages::EVENT_UNCONFIRMED

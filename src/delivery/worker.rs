@@ -315,11 +315,9 @@ async fn settle(
 
     if target.sub.is_expired(now)
         || target.sub.unsubscribed
-        || crate::subscriptions::awaiting_confirmation(
-            deps.config.require_confirmation,
-            &target.subscriber,
-            &target.sub,
-        )
+        || target
+            .subscriber
+            .awaits_confirmation(deps.config.require_confirmation, target.sub.confirmed)
     {
         let _ = message.ack().await;
         return Outcome::Skipped;

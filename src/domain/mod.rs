@@ -1,6 +1,7 @@
 //! Domain types that parse and validate once, at the edge of the API.
 
 pub mod filter_policy;
+pub mod microversion;
 mod names;
 mod retry_policy;
 pub mod signed_url;

@@ -92,6 +92,18 @@ impl Subscriber {
     pub fn needs_confirmation(&self) -> bool {
         matches!(self, Self::Webhook { .. } | Self::Email { .. })
     }
+
+    /// Whether confirmation applies to this subscriber at all (`require_confirmation` and a
+    /// webhook or email subscriber).
+    pub fn confirmation_applies(&self, require_confirmation: bool) -> bool {
+        require_confirmation && self.needs_confirmation()
+    }
+
+    /// Whether nothing may be delivered to this subscriber until it is confirmed: the one
+    /// place the API, the worker and expiry decide "awaiting confirmation".
+    pub fn awaits_confirmation(&self, require_confirmation: bool, confirmed: bool) -> bool {
+        !confirmed && self.confirmation_applies(require_confirmation)
+    }
 }
 
 /// A `nats:` subject Herald may publish to on a project's behalf: a literal subject outside

@@ -3,8 +3,6 @@
 use serde_json::{Map, Value};
 
 use super::{Invalid, RetryPolicy};
-use crate::auth::Identity;
-
 pub const DEFAULT_MESSAGE_TTL_SECS: u64 = 3600;
 pub const MIN_MESSAGE_TTL_SECS: u64 = 60;
 pub const MAX_MESSAGE_TTL_SECS: u64 = 1_209_600;
@@ -57,26 +55,6 @@ const STRING_LISTS: [&str; 4] = [
     "_allowed_subscribe_users",
     "_allowed_subscribe_projects",
 ];
-
-/// Whether each list the topic sets (`_allowed_{kind}_users`, `_allowed_{kind}_projects`)
-/// names the caller. Unset lists allow everybody who can see the topic.
-pub fn acl_allows(meta: &TopicMetadata, kind: &str, identity: &Identity) -> bool {
-    if identity.is_admin() {
-        return true;
-    }
-    let users_ok = meta
-        .list(&format!("_allowed_{kind}_users"))
-        .is_none_or(|users| {
-            identity
-                .user_id
-                .as_deref()
-                .is_some_and(|u| users.contains(&u))
-        });
-    let projects_ok = meta
-        .list(&format!("_allowed_{kind}_projects"))
-        .is_none_or(|projects| projects.contains(&identity.project.as_str()));
-    users_ok && projects_ok
-}
 
 /// Validated metadata. Only the keys the user set are stored; defaults are filled on read.
 #[derive(Debug, Clone, PartialEq, Default)]

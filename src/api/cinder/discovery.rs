@@ -10,8 +10,8 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::microversion::{MAX_VERSION, MIN_VERSION};
 use crate::api::AppState;
+use crate::domain::microversion::{MAX_VERSION, MIN_VERSION};
 
 /// Date of the newest microversion, as Cinder reports it.
 const VERSION_UPDATED: &str = "2023-08-31T00:00:00Z";

@@ -15,13 +15,16 @@ use uuid::Uuid;
 use super::{
     discovery::base_url,
     list_params::{CinderQuery, ListParams},
-    microversion::{Microversion, LIST_PARAMS_VERSION, MESSAGES_VERSION, MIN_VERSION},
+    microversion::{LIST_PARAMS_VERSION, MESSAGES_VERSION},
     views::{view, MessageLinkOut, MessageListOut, MessageShowOut},
 };
 use crate::{
     api::{extract::RawBody, AppState},
     auth::Identity,
-    domain::ProjectId,
+    domain::{
+        microversion::{Microversion, MIN_VERSION},
+        ProjectId,
+    },
     error::{ApiError, CinderError, CinderErrorOut},
     store::user_messages::UserMessage,
     user_messages::CreateUserMessage,
