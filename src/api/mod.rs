@@ -165,11 +165,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
         let e = ApiError::HeadersTooLarge(format!(
             "The request headers are larger than {MAX_HEADER_BYTES} bytes."
         ));
-        return if cinder {
-            CinderError::from(e).into_response()
-        } else {
-            e.into_response()
-        };
+        return family_response(cinder, e);
     }
     let (req, body_done) = track_body(req);
     let res = next.run(req).await;
@@ -185,7 +181,35 @@ async fn json_errors(req: Request, next: Next) -> Response {
     let (parts, _) = res.into_parts();
     let body_timed_out =
         status == StatusCode::SERVICE_UNAVAILABLE && !body_done.load(Ordering::Acquire);
-    let e = match status {
+    let e = replacement_error(status, body_timed_out);
+    let status = e.status();
+    let mut fresh = family_response(cinder, e);
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    if status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body is never read: tell the client the connection ends here.
+        fresh
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    fresh
+}
+
+/// The error body of the route family: Cinder's shape under `/v3`, Zaqar's elsewhere.
+fn family_response(cinder: bool, e: ApiError) -> Response {
+    if cinder {
+        CinderError::from(e).into_response()
+    } else {
+        e.into_response()
+    }
+}
+
+/// The JSON error that replaces a bodiless error response of `status`.
+fn replacement_error(status: StatusCode, body_timed_out: bool) -> ApiError {
+    match status {
         _ if body_timed_out => ApiError::RequestTimeout(
             "The request body did not arrive in time; the connection is closed.".into(),
         ),
@@ -203,25 +227,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
             ApiError::Internal(anyhow::anyhow!("a handler panicked"))
         }
         _ => ApiError::BadRequest(status.canonical_reason().unwrap_or("Error").to_owned()),
-    };
-    let status = e.status();
-    let mut fresh = if cinder {
-        CinderError::from(e).into_response()
-    } else {
-        e.into_response()
-    };
-    for (k, v) in parts.headers.iter() {
-        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
-            fresh.headers_mut().insert(k.clone(), v.clone());
-        }
     }
-    if status == StatusCode::REQUEST_TIMEOUT {
-        // The rest of the body is never read: tell the client the connection ends here.
-        fresh
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    fresh
 }
 
 /// Wraps the request body so that [`json_errors`] can tell whether it arrived in full.

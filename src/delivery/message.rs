@@ -8,9 +8,12 @@ use async_nats::jetstream;
 use sha2::{Digest as _, Sha256};
 
 use super::outcome::DeliveryError;
-use crate::domain::{
-    filter_policy::{Attributes, ATTRIBUTE_HEADER_PREFIX},
-    topic_metadata::{MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS},
+use crate::{
+    domain::{
+        filter_policy::{Attributes, ATTRIBUTE_HEADER_PREFIX},
+        topic_metadata::{MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS},
+    },
+    store::{messages::HEADER_ID, subscriptions::derived_id},
 };
 
 /// Longest message id passed on (it becomes the `webhook-id` HTTP header and a NATS header).
@@ -145,4 +148,23 @@ pub(crate) fn attributes_of(message: &jetstream::Message) -> Attributes {
             .iter()
             .filter_map(|(k, v)| v.first().map(|v| (AsRef::<str>::as_ref(k), v.as_str()))),
     )
+}
+
+/// The message's id — `Herald-Id`, else `Nats-Msg-Id`, else one derived from its
+/// stream position — and whether it can be passed on. An id that cannot is recorded in its
+/// printable form.
+pub(crate) fn message_id(
+    message: &jetstream::Message,
+    stream: &str,
+    stream_seq: u64,
+) -> (String, Result<(), DeliveryError>) {
+    let raw_id = header(message, HEADER_ID)
+        .or_else(|| header(message, async_nats::header::NATS_MESSAGE_ID.as_ref()))
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| derived_id(&[stream, &stream_seq.to_string()]));
+    match check_message_id(&raw_id) {
+        Ok(()) => (raw_id, Ok(())),
+        Err(e) => (printable_id(&raw_id), Err(e)),
+    }
 }

@@ -21,8 +21,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{
     email::{Email, DEFAULT_SUBJECT},
     message::{
-        attempt_number, attributes_of, check_message_id, header, not_before, parse_ttl,
-        printable_id, remaining_delay,
+        attempt_number, attributes_of, header, message_id, not_before, parse_ttl, remaining_delay,
     },
     outcome::{DeliveryError, Outcome},
     payload::{apply_template, notification, signature_headers},
@@ -35,8 +34,8 @@ use crate::{
     },
     store::{
         dead_letters::DeadLetter,
-        messages::{HEADER_ID, HEADER_NOT_BEFORE, HEADER_TTL},
-        subscriptions::{derived_id, Subscription},
+        messages::{HEADER_NOT_BEFORE, HEADER_TTL},
+        subscriptions::Subscription,
     },
 };
 
@@ -301,24 +300,9 @@ async fn settle(
         i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
     let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
     target.lag.set(info.pending as f64);
-    let raw_id = header(message, HEADER_ID)
-        .or_else(|| header(message, async_nats::header::NATS_MESSAGE_ID.as_ref()))
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .unwrap_or_else(|| derived_id(&[&target.stream, &stream_seq.to_string()]));
-    // An id that cannot be passed on is recorded in its printable form.
-    let (id, id_ok) = match check_message_id(&raw_id) {
-        Ok(()) => (raw_id, Ok(())),
-        Err(e) => (printable_id(&raw_id), Err(e)),
-    };
+    let (id, id_ok) = message_id(message, &target.stream, stream_seq);
     tracing::Span::current().record("message_id", id.as_str());
-
-    if target.sub.is_expired(now)
-        || target.sub.unsubscribed
-        || target
-            .subscriber
-            .awaits_confirmation(deps.config.require_confirmation, target.sub.confirmed)
-    {
+    if !receives_now(deps, target, now) {
         let _ = message.ack().await;
         return Outcome::Skipped;
     }
@@ -362,6 +346,16 @@ async fn settle(
         }
         Err(error) => fail(deps, target, message, &id, attempt, ttl, error).await,
     }
+}
+
+/// Whether the subscription takes deliveries now: not expired, not unsubscribed, not
+/// awaiting confirmation. A message it does not take is acked undelivered.
+fn receives_now(deps: &Deps, target: &Target, now: chrono::DateTime<Utc>) -> bool {
+    !(target.sub.is_expired(now)
+        || target.sub.unsubscribed
+        || target
+            .subscriber
+            .awaits_confirmation(deps.config.require_confirmation, target.sub.confirmed))
 }
 
 /// Runs `send`, telling JetStream we are still working every third of `ack_wait`, so a slow

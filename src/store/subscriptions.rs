@@ -37,6 +37,25 @@ fn id_taken() -> StoreError {
     StoreError::Conflict("subscription id taken".into())
 }
 
+/// Here the consumer limit is the topic's subscription quota: name the stream's own limit
+/// when it has one.
+fn subscription_quota(e: StoreError, stream: &jetstream::stream::Stream) -> StoreError {
+    match e {
+        StoreError::LimitReached {
+            limit: Limit::Consumers,
+            source,
+        } => StoreError::LimitReached {
+            limit: Limit::Subscriptions {
+                max: u64::try_from(stream.cached_info().config.max_consumers)
+                    .ok()
+                    .filter(|n| *n > 0),
+            },
+            source,
+        },
+        other => other,
+    }
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
@@ -329,24 +348,7 @@ impl Store {
                         _ => return Err(id_taken()),
                     }
                 }
-                Err(e) => {
-                    return Err(match classify(e) {
-                        // Here the consumer limit is the topic's subscription quota;
-                        // name the stream's own limit when it has one.
-                        StoreError::LimitReached {
-                            limit: Limit::Consumers,
-                            source,
-                        } => StoreError::LimitReached {
-                            limit: Limit::Subscriptions {
-                                max: u64::try_from(stream.cached_info().config.max_consumers)
-                                    .ok()
-                                    .filter(|n| *n > 0),
-                            },
-                            source,
-                        },
-                        other => other,
-                    });
-                }
+                Err(e) => return Err(subscription_quota(classify(e), &stream)),
             }
         }
         Err(id_taken())

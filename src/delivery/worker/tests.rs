@@ -5,7 +5,9 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    delivery::message::{MAX_MESSAGE_ID_BYTES, MAX_NOT_BEFORE_AHEAD_MS},
+    delivery::message::{
+        check_message_id, printable_id, MAX_MESSAGE_ID_BYTES, MAX_NOT_BEFORE_AHEAD_MS,
+    },
     domain::topic_metadata::MAX_MESSAGE_TTL_SECS,
 };
 
