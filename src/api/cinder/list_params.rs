@@ -9,8 +9,7 @@ use axum::{
     http::request::Parts,
 };
 
-use super::views::format_date;
-use crate::{error::CinderError, store::user_messages::UserMessage};
+use crate::{domain::timestamps, error::CinderError, store::user_messages::UserMessage};
 
 /// Default and largest page (Cinder's `osapi_max_limit`).
 const MAX_LIMIT: usize = 1000;
@@ -76,8 +75,8 @@ impl Field {
             Self::MessageLevel => m.message_level.clone(),
             Self::ResourceType => m.resource_type.clone()?,
             Self::ResourceUuid => m.resource_uuid.clone()?,
-            Self::CreatedAt => format_date(&m.created_at),
-            Self::GuaranteedUntil => format_date(&m.guaranteed_until),
+            Self::CreatedAt => timestamps::cinder(m.created_at),
+            Self::GuaranteedUntil => timestamps::cinder(m.guaranteed_until),
             Self::RequestId => m.request_id.clone(),
         })
     }

@@ -46,11 +46,6 @@ pub struct MessageListOut {
     pub messages_links: Option<Vec<MessageLinkOut>>,
 }
 
-/// Cinder's date format (see [`timestamps::cinder`]).
-pub fn format_date(d: &chrono::DateTime<chrono::Utc>) -> String {
-    timestamps::cinder(*d)
-}
-
 pub(super) fn view(m: UserMessage, base: &str, project: &ProjectId) -> MessageOut {
     let id = m.id.as_hyphenated().to_string();
     MessageOut {
@@ -70,8 +65,8 @@ pub(super) fn view(m: UserMessage, base: &str, project: &ProjectId) -> MessageOu
         message_level: m.message_level,
         resource_type: m.resource_type.filter(|s| !s.is_empty()),
         resource_uuid: m.resource_uuid.filter(|s| !s.is_empty()),
-        created_at: format_date(&m.created_at),
-        guaranteed_until: format_date(&m.guaranteed_until),
+        created_at: timestamps::cinder(m.created_at),
+        guaranteed_until: timestamps::cinder(m.guaranteed_until),
         request_id: m.request_id,
     }
 }
@@ -86,6 +81,6 @@ mod tests {
     fn dates_have_microseconds_and_no_offset() {
         let d =
             Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::microseconds(7);
-        assert_eq!(format_date(&d), "2026-01-02T03:04:05.000007");
+        assert_eq!(timestamps::cinder(d), "2026-01-02T03:04:05.000007");
     }
 }
