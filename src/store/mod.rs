@@ -8,6 +8,7 @@ pub(crate) mod discovery;
 pub(crate) mod errors;
 pub(crate) mod messages;
 pub mod names;
+pub(crate) mod pull;
 mod scan;
 pub(crate) mod subscriptions;
 pub(crate) mod topic_cache;
