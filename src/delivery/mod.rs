@@ -199,6 +199,7 @@ impl Engine {
         let _ = pulling.await;
         self.tracker.close();
         self.tracker.wait().await;
+        self.deps.store.flush(Duration::from_secs(2)).await;
         tracing::info!("delivery engine stopped");
     }
 }

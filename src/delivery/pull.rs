@@ -32,7 +32,10 @@ use super::{
     worker::{deliver_one, settle_filtered, Target},
     Deps,
 };
-use crate::store::pull::{next_subject, PullInbox, Pulled};
+use crate::store::{
+    leases::{Lease, LEASE_TTL},
+    pull::{next_subject, PullInbox, Pulled},
+};
 
 /// How long a pull request waits on the server for messages before it is renewed: the
 /// whole cost of an idle subscription is one request per this period.
@@ -60,6 +63,11 @@ enum Command {
     /// The consumer has a new leader: requests waiting at the old one are gone.
     Repull {
         key: Key,
+    },
+    /// This process got or lost the delivery lease of `consumer`.
+    Lease {
+        consumer: String,
+        held: bool,
     },
 }
 
@@ -99,6 +107,9 @@ struct Slot {
     window: Window,
     next_request: u64,
     backoff: Duration,
+    /// The task keeping this subscription's delivery lease (rate-limited ones only); it
+    /// stops and releases the lease when the slot goes.
+    lease_keeper: Option<tokio_util::sync::DropGuard>,
 }
 
 /// A subscription's delivery window: what is in flight, what is asked for, and when the
@@ -109,6 +120,44 @@ struct Window {
     requests: Vec<Request>,
     /// After a refused request: no new request before this.
     retry_at: Option<Instant>,
+    /// `options.max_rate`: the subscription's token bucket.
+    rate: Option<TokenBucket>,
+    /// Whether this process holds the subscription's delivery lease (only a rate-limited
+    /// subscription needs one).
+    leased: bool,
+    /// A wake-up is scheduled for the next token.
+    wake_at: Option<Instant>,
+}
+
+/// `max_rate` deliveries per second, with a burst of at most one second's worth (and at
+/// least one message): over any interval `t` a subscription gets at most
+/// `max(1, rate) + rate × t` messages.
+#[derive(Debug, Clone)]
+struct TokenBucket {
+    per_sec: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(per_sec: f64, now: Instant) -> Self {
+        Self {
+            per_sec,
+            tokens: 1.0,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec.max(1.0));
+        self.at = now;
+    }
+
+    /// When the next whole token is there.
+    fn next_token(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.per_sec).clamp(0.0, 3600.0))
+    }
 }
 
 impl Window {
@@ -118,6 +167,28 @@ impl Window {
             in_flight: 0,
             requests: Vec::new(),
             retry_at: None,
+            rate: None,
+            leased: false,
+            wake_at: None,
+        }
+    }
+
+    /// Sets or clears the rate limit, keeping the tokens of an unchanged one.
+    fn set_rate(&mut self, per_sec: Option<f64>, now: Instant) {
+        self.rate = match (self.rate.take(), per_sec) {
+            (Some(mut b), Some(r)) => {
+                b.per_sec = r;
+                Some(b)
+            }
+            (None, Some(r)) => Some(TokenBucket::new(r, now)),
+            (_, None) => None,
+        };
+    }
+
+    /// Takes `n` tokens for a request just sent.
+    fn spend(&mut self, n: usize) {
+        if let Some(b) = &mut self.rate {
+            b.tokens -= n as f64;
         }
     }
 
@@ -126,15 +197,39 @@ impl Window {
     }
 
     /// How many messages to ask for now; 0 when no request is due.
-    fn due(&self, now: Instant) -> usize {
+    fn due(&mut self, now: Instant) -> usize {
         if self.retry_at.is_some_and(|t| t > now) {
             return 0;
         }
         let free = self.size.saturating_sub(self.in_flight + self.requested());
+        if let Some(bucket) = &mut self.rate {
+            // One request at a time, never more than the whole tokens: what a request
+            // brings is at most what the bucket allowed when it was sent.
+            if !self.leased || !self.requests.is_empty() {
+                return 0;
+            }
+            bucket.refill(now);
+            return free.min(bucket.tokens.max(0.0) as usize);
+        }
         if free == 0 || (!self.requests.is_empty() && free < self.size.div_ceil(2)) {
             return 0;
         }
         free
+    }
+
+    /// When a rate-limited window that has room but no token should look again.
+    fn wake_for_token(&mut self, now: Instant) -> Option<Instant> {
+        let bucket = self.rate.as_ref()?;
+        if !self.leased
+            || !self.requests.is_empty()
+            || self.in_flight >= self.size
+            || self.wake_at.is_some_and(|w| w > now)
+        {
+            return None;
+        }
+        let at = now + bucket.next_token();
+        self.wake_at = Some(at);
+        Some(at)
     }
 
     fn end_request(&mut self, id: u64) {
@@ -157,6 +252,8 @@ pub async fn start(
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (done, done_rx) = mpsc::unbounded_channel();
     let engine = Puller {
+        commands: commands.clone(),
+        holder: Arc::from(uuid::Uuid::new_v4().to_string()),
         connects: deps.store.connects(),
         deps,
         inbox,
@@ -183,6 +280,10 @@ struct Puller {
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Finished deliveries report their slot here.
     done: mpsc::UnboundedSender<u64>,
+    /// For the lease keepers' reports.
+    commands: mpsc::UnboundedSender<Command>,
+    /// This process, as a lease holder.
+    holder: Arc<str>,
     tracker: TaskTracker,
     /// The connection count the outstanding requests were sent under.
     connects: u64,
@@ -232,14 +333,9 @@ impl Puller {
         match command {
             Command::Upsert { key, target } => {
                 let window = target.in_flight(self.deps.config.delivery_max_in_flight);
+                let rate = max_rate(&target);
                 let id = match self.by_consumer.get(&key.1) {
-                    Some(&id) => {
-                        if let Some(s) = self.slots.get_mut(&id) {
-                            s.target = target;
-                            s.window.size = window;
-                        }
-                        id
-                    }
+                    Some(&id) => id,
                     None => {
                         let id = self.next_slot;
                         self.next_slot += 1;
@@ -249,16 +345,41 @@ impl Puller {
                             Slot {
                                 next_subject: next_subject(&key.0, &key.1),
                                 key,
-                                target,
+                                target: target.clone(),
                                 window: Window::new(window),
                                 next_request: 1,
                                 backoff: BACKOFF_MIN,
+                                lease_keeper: None,
                             },
                         );
                         id
                     }
                 };
+                let keeper = self
+                    .slots
+                    .get(&id)
+                    .is_some_and(|s| rate.is_some() && s.lease_keeper.is_none());
+                let keeper = keeper.then(|| self.keep_lease(id));
+                if let Some(s) = self.slots.get_mut(&id) {
+                    s.target = target;
+                    s.window.size = window;
+                    s.window.set_rate(rate, Instant::now());
+                    if rate.is_none() {
+                        s.lease_keeper = None;
+                        s.window.leased = false;
+                    } else if let Some(k) = keeper {
+                        s.lease_keeper = Some(k);
+                    }
+                }
                 self.pull(id).await;
+            }
+            Command::Lease { consumer, held } => {
+                if let Some(&id) = self.by_consumer.get(&consumer) {
+                    if let Some(s) = self.slots.get_mut(&id) {
+                        s.window.leased = held;
+                    }
+                    self.pull(id).await;
+                }
             }
             Command::Remove { key } => {
                 if let Some(id) = self.by_consumer.remove(&key.1) {
@@ -285,8 +406,12 @@ impl Puller {
         };
         let batch = s.window.due(now);
         if batch == 0 {
+            if let Some(at) = s.window.wake_for_token(now) {
+                self.retries.push(Reverse((at, id)));
+            }
             return;
         }
+        s.window.spend(batch);
         let request = s.next_request;
         s.next_request += 1;
         s.window.requests.push(Request {
@@ -386,6 +511,51 @@ impl Puller {
         }
     }
 
+    /// Starts the task that takes and renews `id`'s delivery lease and reports it.
+    fn keep_lease(&self, id: u64) -> tokio_util::sync::DropGuard {
+        let cancel = CancellationToken::new();
+        let guard = cancel.clone().drop_guard();
+        let Some(s) = self.slots.get(&id) else {
+            return guard;
+        };
+        let key = format!("{}.{}", s.key.0, s.key.1);
+        let consumer = s.key.1.clone();
+        let (store, holder, commands) = (
+            self.deps.store.clone(),
+            self.holder.clone(),
+            self.commands.clone(),
+        );
+        tokio::spawn(async move {
+            let mut lease = Lease::default();
+            let mut renewed = Instant::now();
+            loop {
+                let held_before = lease.is_held();
+                match store.hold_lease(&key, &holder, lease).await {
+                    Ok(now_held) => {
+                        lease = now_held;
+                        renewed = Instant::now();
+                    }
+                    // Unsure whether it still holds: past the lease's life it must assume not.
+                    Err(_) if renewed.elapsed() >= LEASE_TTL * 2 / 3 => lease = Lease::default(),
+                    Err(_) => {}
+                }
+                if lease.is_held() != held_before {
+                    let held = lease.is_held();
+                    let _ = commands.send(Command::Lease {
+                        consumer: consumer.clone(),
+                        held,
+                    });
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(LEASE_TTL / 3) => {}
+                }
+            }
+            store.release_lease(&key, lease).await;
+        });
+        guard
+    }
+
     fn back_off(&mut self, id: u64, now: Instant) {
         if let Some(s) = self.slots.get_mut(&id) {
             let at = now + s.backoff;
@@ -405,6 +575,9 @@ impl Puller {
             if let Some(s) = self.slots.get_mut(&id) {
                 if s.window.retry_at.is_some_and(|t| t <= now) {
                     s.window.retry_at = None;
+                }
+                if s.window.wake_at.is_some_and(|t| t <= now) {
+                    s.window.wake_at = None;
                 }
             }
             self.pull(id).await;
@@ -448,6 +621,16 @@ impl Puller {
             self.pull(id).await;
         }
     }
+}
+
+/// `options.max_rate` (deliveries per second), when set to a usable number.
+fn max_rate(target: &Target) -> Option<f64> {
+    target
+        .sub
+        .options
+        .get("max_rate")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|r| r.is_finite() && *r > 0.0)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -501,6 +684,40 @@ mod tests {
         assert_eq!(w.due(now), 1);
         w.in_flight = 1;
         assert_eq!(w.due(now), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_window_asks_only_with_the_lease_one_request_at_a_time_within_its_tokens(
+    ) {
+        let now = Instant::now();
+        let mut w = Window::new(256);
+        w.set_rate(Some(10.0), now);
+        assert_eq!(w.due(now), 0, "no lease, no request");
+        w.leased = true;
+        assert_eq!(w.due(now), 1, "a new bucket holds one token");
+        w.spend(1);
+        w.requests.push(request(1, 1));
+        let later = now + Duration::from_secs(5);
+        assert_eq!(w.due(later), 0, "one request at a time");
+        w.requests.clear();
+        assert_eq!(w.due(later), 10, "the burst is one second's worth");
+        w.spend(10);
+        assert_eq!(w.due(later), 0);
+        assert!(w.wake_for_token(later).is_some_and(|at| at > later));
+        assert_eq!(w.wake_for_token(later), None, "one wake-up at a time");
+        assert_eq!(w.due(later + Duration::from_millis(350)), 3);
+    }
+
+    #[tokio::test]
+    async fn a_slow_rate_still_delivers_one_message_at_a_time() {
+        let now = Instant::now();
+        let mut w = Window::new(4);
+        w.set_rate(Some(0.5), now);
+        w.leased = true;
+        assert_eq!(w.due(now), 1);
+        w.spend(1);
+        assert_eq!(w.due(now + Duration::from_secs(1)), 0);
+        assert_eq!(w.due(now + Duration::from_secs(2)), 1);
     }
 
     #[tokio::test]

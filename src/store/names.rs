@@ -96,6 +96,9 @@ pub fn dead_letter_subject(project: &ProjectId, stream: &str, subscription: &str
     format!("herald.dead_letters.{project}.{stream}.{subscription}")
 }
 
+/// Delivery leases (`store::leases`), key `{stream}.{consumer}`.
+pub const LEASES_BUCKET: &str = "herald_leases";
+
 // User messages -----------------------------------------------------------------------------
 
 /// Bucket holding user messages, key [`user_message_key`].
