@@ -44,6 +44,9 @@ pub const PULL_EXPIRES: Duration = Duration::from_secs(30);
 const LOST_AFTER: Duration = Duration::from_secs(5);
 /// How often lost requests and expired subscriptions are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
+/// How long a message pulled for a subscription this process no longer delivers waits
+/// before JetStream offers it again.
+const ORPHAN_NAK_DELAY: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -447,8 +450,10 @@ impl Puller {
                     .and_then(|info| self.by_consumer.get(info.consumer).copied());
                 let Some((slot, s)) = slot.and_then(|id| Some((id, self.slots.get_mut(&id)?)))
                 else {
-                    // The subscription was removed while this was on its way.
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    // The subscription was removed (deleted, disabled) while a request of it
+                    // was still waiting on the server. Handed back with a delay, so a request
+                    // that outlives its subscription here cannot spin on the same messages.
+                    let _ = message.ack_with(AckKind::Nak(Some(ORPHAN_NAK_DELAY))).await;
                     return;
                 };
                 // JetStream serves a consumer's waiting requests in order: count the message
