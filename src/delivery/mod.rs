@@ -9,9 +9,11 @@
 //!
 //! Layout: `worker` (pull loop and `deliver_one`), `message` (what a worker reads from a
 //! JetStream message), `payload` (what it sends), `outcome`, one module per protocol
-//! (`webhook`, `email`, `nats`, `sms`), `confirm` (subscription confirmations) and
-//! `user_messages` (the dead-letter notice to the project).
+//! (`webhook`, `email`, `nats`, `sms`), `confirm` (subscription confirmations),
+//! `user_messages` (the dead-letter notice to the project) and `attempt_log` (the attempt
+//! records' writer, and auto-disable).
 
+pub mod attempt_log;
 pub mod confirm;
 pub mod email;
 pub mod message;
@@ -106,6 +108,7 @@ pub struct Deps {
     pub config: Arc<Config>,
     pub outbound: Outbound,
     pub limits: ConsumerLimits,
+    pub attempts: attempt_log::AttemptLog,
 }
 
 impl Deps {
@@ -149,12 +152,14 @@ pub struct Engine {
 impl Engine {
     pub fn new(store: Store, config: Arc<Config>, outbound: Outbound) -> Self {
         let limits = consumer_limits(&config);
+        let attempts = attempt_log::AttemptLog::start(store.clone(), config.clone());
         Self {
             deps: Arc::new(Deps {
                 store,
                 config,
                 outbound,
                 limits,
+                attempts,
             }),
             running: Arc::default(),
             tracker: TaskTracker::new(),
@@ -179,6 +184,7 @@ impl Engine {
         }
         self.tracker.close();
         self.tracker.wait().await;
+        self.deps.attempts.close().await;
         tracing::info!("delivery engine stopped");
     }
 
@@ -268,6 +274,11 @@ impl Engine {
             return Ok(());
         }
         let key = (stream.to_owned(), consumer.to_owned());
+        // Disabled: no worker, no pulls; its messages wait in the consumer until enabled.
+        if sub.disabled {
+            self.stop_where(|k| *k == key);
+            return Ok(());
+        }
         if sub.is_expired(chrono::Utc::now()) {
             self.stop_where(|k| *k == key);
             self.deps.expire(&sub).await;

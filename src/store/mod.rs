@@ -3,6 +3,7 @@
 
 // Only the names are public: the bench and the tests build subjects and stream names with
 // them; everything else is reached through `Store`'s methods.
+pub(crate) mod attempts;
 pub(crate) mod dead_letters;
 pub(crate) mod discovery;
 pub(crate) mod errors;
@@ -82,6 +83,10 @@ pub struct Store {
     max_subscriptions: i32,
     buckets: Arc<OnceCell<Buckets>>,
     dead_letters: Arc<OnceCell<jetstream::stream::Stream>>,
+    attempts: Arc<OnceCell<jetstream::stream::Stream>>,
+    health: Arc<OnceCell<kv::Store>>,
+    /// `HERALD_ATTEMPTS`' limits: age and bytes.
+    attempt_limits: (Duration, i64),
     topic_cache: topic_cache::TopicCache,
 }
 
@@ -127,6 +132,12 @@ impl Store {
                 .unwrap_or(i32::MAX),
             buckets: Arc::new(OnceCell::new()),
             dead_letters: Arc::new(OnceCell::new()),
+            attempts: Arc::new(OnceCell::new()),
+            health: Arc::new(OnceCell::new()),
+            attempt_limits: (
+                config.attempt_log_max_age(),
+                i64::try_from(config.attempt_log_max_bytes).unwrap_or(i64::MAX),
+            ),
             topic_cache: topic_cache::TopicCache::default(),
         })
     }

@@ -21,8 +21,8 @@ use super::{
     },
     names::{
         changed_subject, replay_subject, stream_name, topic_subject, META_CONFIRMED, META_CREATED,
-        META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN, META_TOPIC,
-        META_TTL, META_UNSUBSCRIBED, META_USER,
+        META_DISABLED, META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN,
+        META_TOPIC, META_TTL, META_UNSUBSCRIBED, META_USER,
     },
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
@@ -75,6 +75,9 @@ pub struct Subscription {
     pub source_user: Option<String>,
     /// Token Herald presents to a `trust+` subscriber on the creator's behalf.
     pub delegated_token: Option<String>,
+    /// Disabled by hand (`options.enabled = false`) or after failing for `disable_after`:
+    /// no worker runs for it and its messages wait in the consumer.
+    pub disabled: bool,
 }
 
 impl Subscription {
@@ -103,6 +106,9 @@ impl Subscription {
         ]);
         if self.unsubscribed {
             m.insert(META_UNSUBSCRIBED.to_owned(), "true".to_owned());
+        }
+        if self.disabled {
+            m.insert(META_DISABLED.to_owned(), "true".to_owned());
         }
         if let Some(u) = &self.source_user {
             m.insert(META_USER.to_owned(), u.clone());
@@ -158,6 +164,7 @@ impl Subscription {
                 unsubscribed: metadata.get(META_UNSUBSCRIBED).is_some_and(|v| v == "true"),
                 source_user: metadata.get(META_USER).cloned(),
                 delegated_token: metadata.get(META_TOKEN).cloned(),
+                disabled: metadata.get(META_DISABLED).is_some_and(|v| v == "true"),
             })
         })();
         match decoded {
@@ -298,6 +305,21 @@ impl Store {
                     .filter(|s| &s.project == project && &s.topic == topic),
             ),
             Err(e) if is_consumer_not_found(&e) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Messages waiting for the subscription: not yet pulled plus pulled and not acked.
+    pub async fn subscription_pending(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        let stream = self.stream_of(project, topic).await?;
+        match stream.consumer_info(id).await {
+            Ok(info) => Ok(info.num_pending + info.num_ack_pending as u64),
+            Err(e) if is_consumer_not_found(&e) => Err(StoreError::NotFound),
             Err(e) => Err(classify(e)),
         }
     }
@@ -454,6 +476,7 @@ mod tests {
             unsubscribed: true,
             source_user: Some("u".into()),
             delegated_token: None,
+            disabled: true,
         };
         let back = Subscription::from_consumer(&sub.id, &sub.metadata()).unwrap();
         assert_eq!(back, sub);
