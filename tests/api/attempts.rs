@@ -424,11 +424,12 @@ async fn second_process(app: &TestApp) -> CancellationToken {
     stop
 }
 
-/// Waits until nobody pulls from the subscription's consumer and `pending` messages wait.
+/// Waits until nobody pulls from the subscription's consumer and `pending` messages wait
+/// (not yet pulled, or NAKed by the stopped worker and due again).
 async fn parked(app: &TestApp, sub: &str, pending: u64) {
     eventually(WAIT, "no pull requests and messages waiting", || async {
         let info = consumer_info(app, "t", sub).await;
-        (info.num_waiting == 0 && info.num_pending == pending && info.num_ack_pending == 0)
+        (info.num_waiting == 0 && info.num_pending + info.num_ack_pending as u64 == pending)
             .then_some(())
     })
     .await;
@@ -443,7 +444,7 @@ async fn a_subscription_failing_for_disable_after_is_disabled_in_every_process_t
     let receiver = Receiver::start().await;
     receiver.answer(503, None, Duration::ZERO);
     app.put_topic("t", None).await;
-    let policy = json!({"retries_with_no_delay": 0, "minimum_delay_retries": 10000,
+    let policy = json!({"retries_with_no_delay": 0, "minimum_delay_retries": 1000,
                         "minimum_delay": 5, "maximum_delay": 5, "maximum_delay_retries": 0});
     let sub = app
         .subscribe(
