@@ -429,13 +429,7 @@ async fn fail(
     }
     // Double ack: the message must not come back once it is a dead letter.
     let _ = message.double_ack_with(AckKind::Term).await;
-    let event = if error.refused_by_policy() {
-        user_messages::EVENT_REFUSED_BY_POLICY
-    } else if error.is_permanent() {
-        user_messages::EVENT_REJECTED
-    } else {
-        user_messages::EVENT_EXHAUSTED
-    };
+    let event = error.dead_letter_event();
     tracing::info!(error = %error, attempts = attempt, event, "message dead-lettered");
     let (store, project, sub_id) = (deps.store.clone(), sub.project.to_string(), sub.id.clone());
     tokio::spawn(async move {
@@ -523,7 +517,10 @@ async fn send_webhook(
             &body,
         )?);
     }
-    if matches!(target.subscriber, Subscriber::Trust { .. }) {
+    if !matches!(target.subscriber, Subscriber::Trust { .. }) {
+        return deps.outbound.webhook.post(url, headers, body).await;
+    }
+    let Some(trust_id) = target.sub.trust_id.as_deref() else {
         let token = target.sub.delegated_token.as_deref().ok_or_else(|| {
             DeliveryError::Misconfigured("no delegated token for this trust subscription".into())
         })?;
@@ -533,8 +530,52 @@ async fn send_webhook(
                 DeliveryError::Misconfigured("the delegated token is not a valid header".into())
             })?,
         );
+        return deps.outbound.webhook.post(url, headers, body).await;
+    };
+    send_with_trust(deps, trust_id, url, headers, body).await
+}
+
+/// A `trust+` attempt under a Keystone trust: the trust's (cached) token as
+/// `X-Auth-Token`. A subscriber's 401 may mean the cached token was revoked with its
+/// trust: Herald asks Keystone again once, which tells a dead trust (permanent) from a
+/// token that merely needed renewing.
+async fn send_with_trust(
+    deps: &Deps,
+    trust_id: &str,
+    url: &Url,
+    mut headers: reqwest::header::HeaderMap,
+    body: Bytes,
+) -> Result<(), DeliveryError> {
+    let keystone = deps.outbound.keystone.as_ref().ok_or_else(|| {
+        DeliveryError::Misconfigured(
+            "a Keystone trust subscription needs auth_mode = keystone".into(),
+        )
+    })?;
+    let token = keystone.trust_token(trust_id).await.map_err(trust_error)?;
+    headers.insert("x-auth-token", token);
+    match deps
+        .outbound
+        .webhook
+        .post(url, headers.clone(), body.clone())
+        .await
+    {
+        Err(DeliveryError::Status { status: 401, .. }) => {
+            keystone.forget_trust_token(trust_id).await;
+            let fresh = keystone.trust_token(trust_id).await.map_err(trust_error)?;
+            headers.insert("x-auth-token", fresh);
+            deps.outbound.webhook.post(url, headers, body).await
+        }
+        other => other,
     }
-    deps.outbound.webhook.post(url, headers, body).await
+}
+
+fn trust_error(e: std::sync::Arc<crate::auth::TrustTokenError>) -> DeliveryError {
+    match &*e {
+        crate::auth::TrustTokenError::Gone(_) => DeliveryError::TrustGone(e.to_string()),
+        crate::auth::TrustTokenError::Keystone(k) => {
+            DeliveryError::IdentityUnavailable(k.to_string())
+        }
+    }
 }
 
 #[cfg(test)]

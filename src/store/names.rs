@@ -72,6 +72,8 @@ pub const META_CONFIRMED: &str = "herald.confirmed";
 pub const META_UNSUBSCRIBED: &str = "herald.unsubscribed";
 pub const META_USER: &str = "herald.source_user";
 pub const META_TOKEN: &str = "herald.delegated_token";
+/// The Keystone trust a `trust+` subscription delivers under (`auth_mode = keystone`).
+pub const META_TRUST: &str = "herald.trust_id";
 
 // Dead letters ------------------------------------------------------------------------------
 

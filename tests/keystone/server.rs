@@ -380,6 +380,46 @@ impl Admin {
             .to_owned()
     }
 
+    /// The trusts `user` gave (as trustor).
+    pub async fn trusts_of(&self, user: &User) -> Vec<Value> {
+        let found = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/OS-TRUST/trusts?trustor_user_id={}", user.id),
+                None,
+            )
+            .await;
+        found["trusts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Keystone's status for `GET /v3/OS-TRUST/trusts/{id}` (200, or 404 once deleted).
+    pub async fn trust_status(&self, id: &str) -> u16 {
+        self.http
+            .get(format!("{}/v3/OS-TRUST/trusts/{id}", self.url))
+            .header("X-Auth-Token", &self.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// What Keystone says of `token`: its body when valid, `None` otherwise.
+    pub async fn validate(&self, token: &str) -> Option<Value> {
+        let res = self
+            .http
+            .get(format!("{}/v3/auth/tokens?nocatalog", self.url))
+            .header("X-Auth-Token", &self.token)
+            .header("X-Subject-Token", token)
+            .send()
+            .await
+            .ok()?;
+        if res.status() != 200 {
+            return None;
+        }
+        res.json().await.ok()
+    }
+
     pub async fn revoke(&self, token: &str) {
         let res = self
             .http
