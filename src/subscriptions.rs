@@ -499,6 +499,29 @@ impl Subscriptions<'_> {
         })
     }
 
+    /// Deletes a topic with its subscriptions, and their Keystone trusts.
+    pub async fn delete_topic(
+        &self,
+        project: &ProjectId,
+        name: &TopicName,
+    ) -> Result<(), ApiError> {
+        let trusts: Vec<String> = if self.outbound.keystone.is_some() {
+            self.store
+                .list_subscriptions(project, name)
+                .await?
+                .into_iter()
+                .filter_map(|s| s.trust_id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.store.delete_topic(project, name).await?;
+        for trust in &trusts {
+            self.drop_trust(Some(trust)).await;
+        }
+        Ok(())
+    }
+
     /// Unsubscribes (absent is fine) and deletes the subscription's Keystone trust.
     pub async fn delete(
         &self,

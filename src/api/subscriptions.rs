@@ -106,7 +106,7 @@ pub struct SubscriptionListOut {
 }
 
 /// The subscriptions service for this request.
-fn service(state: &AppState) -> Subscriptions<'_> {
+pub(super) fn service(state: &AppState) -> Subscriptions<'_> {
     Subscriptions {
         store: &state.store,
         config: &state.config,

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     helpers::{eventually, json_with, spawn_app_on, TestApp},
-    server::{Admin, KeystoneProcess, User, SERVICE_PROJECT},
+    server::{Admin, Relay, User, SERVICE_PROJECT},
 };
 
 /// Herald in keystone mode with a service user of its own.
@@ -407,10 +407,12 @@ async fn herald_obtains_a_new_service_token_when_keystone_revoked_its_own() {
 #[tokio::test]
 async fn with_keystone_stopped_an_uncached_token_is_a_503_and_a_cached_one_works_until_its_entry_expires(
 ) {
-    // Arrange: a Keystone of this test's own, stopped after one token is cached
-    let mut keystone = KeystoneProcess::private().await;
-    let admin = Admin::connect(&keystone.url).await.unwrap();
-    let (app, _) = herald(&admin, |c| {
+    // Arrange: Herald reaches Keystone through a relay, cut after one token is cached
+    let admin = Admin::shared().await;
+    let relay = Relay::to(&admin.url).await;
+    let relayed = relay.url.clone();
+    let (app, _) = herald(&admin, move |c| {
+        c.keystone_url = Some(relayed);
         c.token_cache_seconds = 3;
         c.keystone_timeout_ms = 1000;
     })
@@ -423,7 +425,7 @@ async fn with_keystone_stopped_an_uncached_token_is_a_503_and_a_cached_one_works
             .status(),
         200
     );
-    keystone.stop();
+    relay.cut().await;
 
     // Act
     let started = std::time::Instant::now();

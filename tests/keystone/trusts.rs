@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::{
     helpers::{eventually, json_with, TestApp},
     identity::{herald, v2},
-    server::{Admin, User},
+    server::{Admin, Relay, User},
 };
 
 /// What the receiver learnt from Keystone about one presented token.
@@ -321,4 +321,73 @@ async fn a_token_that_cannot_create_trusts_gets_403_and_nothing_is_stored() {
     );
     assert_eq!(json_with(listed, 200).await["subscriptions"], json!([]));
     assert!(admin.trusts_of(&user).await.is_empty());
+}
+
+#[tokio::test]
+async fn deleting_the_topic_deletes_the_trusts_of_its_subscriptions() {
+    // Arrange
+    let admin = Admin::shared().await;
+    let (app, _) = herald(&admin, |_| {}).await;
+    let user = admin.user(None, &["member"]).await;
+    let receiver = TrustReceiver::start(&admin.url).await;
+    trust_subscription(&app, &user, &receiver).await;
+    let trust = admin.trusts_of(&user).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(admin.trust_status(&trust).await, 200);
+
+    // Act
+    let deleted = v2(&app, Method::DELETE, "/v2/topics/orders", Some(&user.token)).await;
+
+    // Assert
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(admin.trust_status(&trust).await, 404);
+}
+
+#[tokio::test]
+async fn with_keystone_unreachable_a_trust_delivery_is_retried_not_dead_lettered() {
+    // Arrange: Herald reaches Keystone through a relay, cut once the subscription (and its
+    // trust) exist; the caller's token is cached, the trust's token not yet
+    let admin = Admin::shared().await;
+    let relay = Relay::to(&admin.url).await;
+    let relayed = relay.url.clone();
+    let (app, _) = herald(&admin, move |c| {
+        c.keystone_url = Some(relayed);
+        c.keystone_timeout_ms = 500;
+        c.retry_delay_unit_ms = 50;
+    })
+    .await;
+    let user = admin.user(None, &["member"]).await;
+    let receiver = TrustReceiver::start(&admin.url).await;
+    let id = trust_subscription(&app, &user, &receiver).await;
+    relay.cut().await;
+
+    // Act: publish, then wait for JetStream to hand the message out again (a NAK: a retry)
+    publish(&app, &user, json!({"order": 1})).await;
+    let js = async_nats::jetstream::new(app.nats.connect().await.unwrap());
+    let stream = herald::store::names::stream_name(
+        &herald::domain::ProjectId::parse(&user.project_id).unwrap(),
+        &herald::domain::TopicName::parse("orders").unwrap(),
+    );
+    eventually(Duration::from_secs(20), "a redelivery", || async {
+        let s = js.get_stream(&stream).await.ok()?;
+        let info = s
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&id)
+            .await
+            .ok()?;
+        (info.cached_info().num_redelivered >= 1).then_some(())
+    })
+    .await;
+    let letters = v2(
+        &app,
+        Method::GET,
+        &format!("/v2/topics/orders/subscriptions/{id}/dead_letters"),
+        Some(&user.token),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(json_with(letters, 200).await["dead_letters"], json!([]));
+    assert!(receiver.seen.lock().unwrap().is_empty(), "nothing was sent");
 }
