@@ -6,7 +6,6 @@
 
 mod callout;
 mod identity;
-mod server;
 mod trusts;
 
-use herald_testkit::app as helpers;
+use herald_testkit::{app as helpers, keystone as server};

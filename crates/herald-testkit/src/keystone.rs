@@ -1,5 +1,5 @@
 //! A real Keystone (pinned in scripts/requirements-keystone.txt, in `.venv-keystone`) for
-//! the tests: bootstrapped once per test binary by scripts/keystone/bootstrap into a
+//! the tests (`tests/keystone`) and the benchmark (`herald-bench ingest-keystone`): bootstrapped once per test binary by scripts/keystone/bootstrap into a
 //! template directory, served by gunicorn (one worker, one thread). [`shared_url`] is the
 //! server every test uses; a test that needs Keystone unreachable puts a [`Relay`] between
 //! Herald and it and cuts that. Users and projects are made through Keystone's REST API
@@ -15,13 +15,13 @@ use std::{
 
 use serde_json::{json, Value};
 
-use herald_testkit::{free_port, poll_until};
+use crate::{free_port, poll_until};
 
 pub const ADMIN_PASSWORD: &str = "admin-secret";
 pub const SERVICE_PROJECT: &str = "service";
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    crate::repo_root()
 }
 
 fn keystone_bin(name: &str) -> PathBuf {
