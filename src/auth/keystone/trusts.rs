@@ -220,10 +220,12 @@ impl Keystone {
     pub async fn delete_trust(&self, trust_id: &str) {
         let result = async {
             self.forget_trust_token(trust_id).await;
-            let token = self
-                .trust_token(trust_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let token = match self.trust_token(trust_id).await {
+                Ok(t) => t,
+                // Nothing left that Keystone would honour.
+                Err(e) if matches!(*e, TrustTokenError::Gone(_)) => return Ok(false),
+                Err(e) => return Err(e.to_string()),
+            };
             self.forget_trust_token(trust_id).await;
             let res = self
                 .0
@@ -234,13 +236,17 @@ impl Keystone {
                 .await
                 .map_err(|e| KeystoneError::Transport(e).to_string())?;
             match res.status().as_u16() {
-                204 | 404 => Ok(()),
+                204 => Ok(true),
+                404 => Ok(false),
                 status => Err(format!("Keystone answered {status}")),
             }
         }
         .await;
         match result {
-            Ok(()) => tracing::info!("trust deleted"),
+            Ok(true) => tracing::info!("trust deleted"),
+            Ok(false) => {
+                tracing::info!("trust already unusable (expired or deleted); left to Keystone")
+            }
             Err(e) => tracing::warn!(error = %e, "trust not deleted"),
         }
     }
