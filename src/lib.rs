@@ -24,7 +24,8 @@
 //!   one inbox for every subscription), `deliver_one` (retries, dead letters) and one
 //!   module per protocol; its transports (webhook, email, NATS on its own connection, SMS)
 //!   and the user-message responder are the only other code that opens network connections.
-//! - [`auth`]: identities from headers, a tokens file or Keystone.
+//! - [`auth`]: identities from headers, a tokens file or Keystone; Keystone trusts for
+//!   `trust+` subscribers; the NATS auth callout for native clients with Keystone tokens.
 //! - [`config`], [`telemetry`], [`server`], [`shutdown`], [`startup`]: process plumbing.
 //! - [`error`]: the API error types (Zaqar and Cinder bodies) and their status mapping.
 
