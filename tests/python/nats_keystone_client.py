@@ -17,6 +17,14 @@ import sys
 import nats
 
 
+async def until(check, timeout=10.0):
+    """Polls `check` until it holds or `timeout` passes: nats-py runs the error callback
+    as a task of its own, which may not have run yet when a flush returns."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 async def main(url, token, bad_token, own, foreign, foreign_listen):
     out = {"errors": []}
 
@@ -38,8 +46,10 @@ async def main(url, token, bad_token, own, foreign, foreign_listen):
         out["own_seq"] = f"{type(e).__name__}: {e}"
     await nc.publish(foreign, b'{"native": "foreign"}')
     await nc.flush(timeout=5)
+    await until(lambda: any("publish" in e for e in out["errors"]))
     await nc.subscribe(foreign_listen)
     await nc.flush(timeout=5)
+    await until(lambda: any("subscription" in e for e in out["errors"]))
     await nc.close()
 
     bad_errors = []
