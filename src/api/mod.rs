@@ -1,6 +1,7 @@
 //! The REST surface: one module per resource, merged here with the cross-cutting layers
 //! (request ids, metrics, body limit, timeouts, JSON errors for every failure).
 
+mod attempts;
 pub(crate) mod cinder;
 pub mod extract;
 mod messages;
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cinder::router())
         .merge(messages::router())
         .merge(subscriptions::router())
+        .merge(attempts::router())
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -1,31 +1,25 @@
-//! One subscription's worker: a pull loop ([`run`]) and one testable step
-//! ([`deliver_one`]) that delivers a message and acks, NAKs with the retry policy's delay,
-//! or dead-letters it. Workers never sleep on a retry: JetStream redelivers after the NAK
+//! One delivery: [`deliver_one`], the testable step that delivers a message and acks, NAKs
+//! with the retry policy's delay, or dead-letters it (the pull engine, `delivery::pull`,
+//! hands it the messages). Nothing sleeps on a retry: JetStream redelivers after the NAK
 //! delay.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use async_nats::jetstream::{
-    self,
-    consumer::{pull, pull::MessagesErrorKind, Consumer},
-    AckKind,
-};
+use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use chrono::Utc;
-use futures::StreamExt;
 use reqwest::{header::HeaderValue, Url};
 use serde_json::Value;
-use tokio::sync::Semaphore;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
+    attempt_log::Entry,
     email::{Email, DEFAULT_SUBJECT},
-    message::{
-        attempt_number, attributes_of, header, message_id, not_before, parse_ttl, remaining_delay,
-    },
+    message::{attempt_number, header, message_id, not_before, parse_ttl, remaining_delay},
     outcome::{DeliveryError, Outcome},
     payload::{apply_template, notification, signature_headers},
-    sms, user_messages, webhook, Deps,
+    sms, user_messages,
+    webhook::{self, Reply},
+    Deps,
 };
 use crate::{
     domain::{
@@ -33,15 +27,13 @@ use crate::{
         RetryPolicy, Subscriber, TopicName,
     },
     store::{
+        attempts::{Attempt, AttemptOutcome},
         dead_letters::DeadLetter,
         messages::{HEADER_NOT_BEFORE, HEADER_TTL},
         subscriptions::Subscription,
     },
 };
 
-/// Longest wait for a pull before it is renewed.
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Retry of Herald's own bookkeeping when NATS is briefly away (not an attempt).
 const POSTPONE: Duration = Duration::from_secs(1);
 
@@ -61,9 +53,9 @@ pub struct Target {
     pub default_ttl: u64,
     /// `options.filter_policy`, compiled once.
     pub filter: Option<FilterPolicy>,
-    /// Messages still waiting for this subscription (consumer lag), updated on every pull;
-    /// the handle is built once so the hot path does not allocate labels.
-    pub lag: metrics::Gauge,
+    /// Messages still waiting for this subscription (consumer lag), updated on every
+    /// delivery; registered on the first one, so an idle subscription costs no series.
+    pub lag: std::sync::OnceLock<metrics::Gauge>,
     /// Handles for the common outcome, built once per worker (a labelled `counter!` per
     /// delivery hashes and looks up its key every time).
     pub metrics: DeliveryMetrics,
@@ -107,7 +99,8 @@ impl Target {
         }
     }
 
-    fn in_flight(&self, max: usize) -> usize {
+    /// The subscription's delivery window: `max`, or 1 when ordered.
+    pub(crate) fn in_flight(&self, max: usize) -> usize {
         if self.sub.ordered() {
             1
         } else {
@@ -116,133 +109,78 @@ impl Target {
     }
 }
 
-/// Pulls from the subscription's consumer until cancelled or the consumer disappears.
-pub async fn run(
-    deps: Arc<Deps>,
-    target: Arc<Target>,
-    consumer: Consumer<pull::Config>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let in_flight = target.in_flight(deps.config.delivery_max_in_flight);
-    let permits = Arc::new(Semaphore::new(in_flight));
-    let mut backoff = Duration::from_millis(100);
-    let expiry = (target.sub.expires_at - Utc::now())
-        .to_std()
-        .unwrap_or_default();
-    let expires = tokio::time::sleep(expiry);
-    tokio::pin!(expires);
-    tracing::debug!(subscription = %target.sub.id, "worker started");
-    'outer: loop {
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(in_flight.min(256))
-            .heartbeat(PULL_HEARTBEAT)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await;
-        let mut messages = match stream {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, subscription = %target.sub.id, "pull failed");
-                if !consumer_exists(&consumer).await {
-                    break 'outer;
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => break 'outer,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        loop {
-            let permit = tokio::select! {
-                _ = cancel.cancelled() => {
-                    nak_buffered(&mut messages).await;
-                    break 'outer;
-                }
-                _ = &mut expires => {
-                    deps.expire(&target.sub).await;
-                    break 'outer;
-                }
-                p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            };
-            let next = tokio::select! {
-                _ = cancel.cancelled() => {
-                    nak_buffered(&mut messages).await;
-                    break 'outer;
-                }
-                _ = &mut expires => {
-                    deps.expire(&target.sub).await;
-                    break 'outer;
-                }
-                m = messages.next() => m,
-            };
-            match next {
-                Some(Ok(message)) => {
-                    backoff = Duration::from_millis(100);
-                    // A message the filter policy does not match is settled here: no task,
-                    // no permit held, no attempt (with many filtered subscriptions on a
-                    // topic almost every message a worker pulls is one of these).
-                    let attributes = attributes_of(&message);
-                    if target
-                        .filter
-                        .as_ref()
-                        .is_some_and(|f| !f.matches(&attributes, &message.payload))
-                    {
-                        let _ = message.ack().await;
-                        target.metrics.filtered.increment(1);
-                        drop(permit);
-                        continue;
-                    }
-                    let (deps, target) = (deps.clone(), target.clone());
-                    tracker.spawn(async move {
-                        deliver_one(&deps, &target, &message, &attributes).await;
-                        drop(permit);
-                    });
-                }
-                Some(Err(e)) => {
-                    drop(permit);
-                    let gone = e.kind() == MessagesErrorKind::ConsumerDeleted;
-                    tracing::debug!(error = %e, subscription = %target.sub.id, "pull interrupted");
-                    if gone || !consumer_exists(&consumer).await {
-                        break 'outer;
-                    }
-                    // The pull stream recovers by itself from a missed heartbeat (a busy
-                    // machine, a NATS reconnect). Re-creating it would drop the messages it
-                    // already holds, and JetStream would redeliver them only after
-                    // `ack_wait`: a 30 s stall for no reason.
-                    if e.kind() == MessagesErrorKind::MissingHeartbeat {
-                        continue;
-                    }
-                    nak_buffered(&mut messages).await;
-                    tokio::select! {
-                        _ = cancel.cancelled() => break 'outer,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue 'outer;
-                }
-                None => continue 'outer,
-            }
+/// Settles a message the subscription's filter policy does not match: acked, counted and
+/// recorded as a `filtered` attempt.
+pub(crate) async fn settle_filtered(deps: &Deps, target: &Target, message: &jetstream::Message) {
+    let _ = message.ack().await;
+    target.metrics.filtered.increment(1);
+    if let Ok(info) = message.info() {
+        let (id, _) = message_id(message, &target.stream, info.stream_sequence);
+        let attempt = u64::try_from(info.delivered.max(1)).unwrap_or(1);
+        let facts = Facts::none(Utc::now());
+        record(
+            deps,
+            target,
+            &id,
+            attempt,
+            AttemptOutcome::Filtered,
+            facts,
+            None,
+            None,
+        );
+    }
+}
+
+/// What an attempt record says about the try itself.
+struct Facts {
+    started_at: chrono::DateTime<Utc>,
+    duration_ms: u64,
+    reply: Reply,
+}
+
+impl Facts {
+    /// Nothing was sent.
+    fn none(at: chrono::DateTime<Utc>) -> Self {
+        Self {
+            started_at: at,
+            duration_ms: 0,
+            reply: Reply::default(),
         }
     }
-    tracing::debug!(subscription = %target.sub.id, "worker stopped");
 }
 
-async fn consumer_exists(consumer: &Consumer<pull::Config>) -> bool {
-    match consumer.get_info().await {
-        Ok(_) => true,
-        Err(e) => !crate::store::errors::is_consumer_not_found(&e),
-    }
-}
-
-/// On shutdown, hands back messages already pulled but not started.
-async fn nak_buffered(messages: &mut pull::Stream) {
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, messages.next()).await {
-        let _ = m.ack_with(AckKind::Nak(None)).await;
-    }
+/// Hands the attempt's record to the attempt log (never waits).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    deps: &Deps,
+    target: &Target,
+    id: &str,
+    attempt: u64,
+    outcome: AttemptOutcome,
+    facts: Facts,
+    error: Option<&DeliveryError>,
+    next_attempt_in: Option<Duration>,
+) {
+    let record = Attempt {
+        id: uuid::Uuid::new_v4().to_string(),
+        message_id: id.to_owned(),
+        subscription_id: target.sub.id.clone(),
+        attempt,
+        started_at: facts.started_at,
+        duration_ms: facts.duration_ms,
+        outcome,
+        status_code: facts.reply.status,
+        response: facts.reply.excerpt,
+        error: error.map(ToString::to_string),
+        next_attempt_at: next_attempt_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| Utc::now() + d),
+    };
+    deps.attempts.record(Entry {
+        project: target.sub.project.clone(),
+        topic: target.sub.topic.clone(),
+        record,
+    });
 }
 
 /// What the message itself must satisfy for this subscriber, checked before any attempt.
@@ -299,11 +237,29 @@ async fn settle(
     let published_ms =
         i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
     let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
-    target.lag.set(info.pending as f64);
+    target
+        .lag
+        .get_or_init(|| {
+            metrics::gauge!("herald_subscription_lag_messages",
+                "topic" => target.topic.to_string(), "subscription" => target.sub.id.clone())
+        })
+        .set(info.pending as f64);
     let (id, id_ok) = message_id(message, &target.stream, stream_seq);
     tracing::Span::current().record("message_id", id.as_str());
     if !receives_now(deps, target, now) {
         let _ = message.ack().await;
+        let attempt = attempt_number(delivered, published_ms, None);
+        let facts = Facts::none(now);
+        record(
+            deps,
+            target,
+            &id,
+            attempt,
+            AttemptOutcome::Skipped,
+            facts,
+            None,
+            None,
+        );
         return Outcome::Skipped;
     }
     let ttl = header(message, HEADER_TTL)
@@ -313,7 +269,8 @@ async fn settle(
         Ok(nb) => nb,
         Err(e) => {
             let attempt = attempt_number(delivered, published_ms, None);
-            return fail(deps, target, message, &id, attempt, ttl, e).await;
+            let facts = Facts::none(now);
+            return fail(deps, target, message, &id, attempt, ttl, e, facts).await;
         }
     };
     if let Some(nb) = not_before {
@@ -325,7 +282,17 @@ async fn settle(
     }
     let attempt = attempt_number(delivered, published_ms, not_before);
     if let Err(e) = id_ok.and_then(|()| check_deliverable(target, &message.payload)) {
-        return fail(deps, target, message, &id, attempt, ttl, e).await;
+        return fail(
+            deps,
+            target,
+            message,
+            &id,
+            attempt,
+            ttl,
+            e,
+            Facts::none(now),
+        )
+        .await;
     }
     let payload = notification(
         &message.payload,
@@ -335,16 +302,32 @@ async fn settle(
         attributes,
     );
 
-    let result =
+    let started = std::time::Instant::now();
+    let (result, reply) =
         with_progress_acks(deps, message, send(deps, target, &id, payload, attributes)).await;
+    let facts = Facts {
+        started_at: now,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        reply,
+    };
     match result {
         Ok(()) => {
             let _ = message.ack().await;
             let latency = now.timestamp_millis().saturating_sub(published_ms).max(0) as f64 / 1e3;
             target.metrics.latency.record(latency);
+            record(
+                deps,
+                target,
+                &id,
+                attempt,
+                AttemptOutcome::Delivered,
+                facts,
+                None,
+                None,
+            );
             Outcome::Delivered
         }
-        Err(error) => fail(deps, target, message, &id, attempt, ttl, error).await,
+        Err(error) => fail(deps, target, message, &id, attempt, ttl, error, facts).await,
     }
 }
 
@@ -360,13 +343,9 @@ fn receives_now(deps: &Deps, target: &Target, now: chrono::DateTime<Utc>) -> boo
 
 /// Runs `send`, telling JetStream we are still working every third of `ack_wait`, so a slow
 /// subscriber never gets a concurrent duplicate.
-async fn with_progress_acks<F>(
-    deps: &Deps,
-    message: &jetstream::Message,
-    send: F,
-) -> Result<(), DeliveryError>
+async fn with_progress_acks<F, T>(deps: &Deps, message: &jetstream::Message, send: F) -> T
 where
-    F: std::future::Future<Output = Result<(), DeliveryError>>,
+    F: std::future::Future<Output = T>,
 {
     tokio::pin!(send);
     let period = deps.limits.ack_wait / 3;
@@ -379,6 +358,7 @@ where
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fail(
     deps: &Deps,
     target: &Target,
@@ -387,6 +367,7 @@ async fn fail(
     attempt: u64,
     ttl: u64,
     error: DeliveryError,
+    facts: Facts,
 ) -> Outcome {
     tracing::debug!(error = %error, attempt, "delivery attempt failed");
     if !error.is_permanent() {
@@ -400,6 +381,17 @@ async fn fail(
             let delay = error.retry_after().map_or(delay, |ra| ra.max(delay));
             let nak = if delay.is_zero() { None } else { Some(delay) };
             let _ = message.ack_with(AckKind::Nak(nak)).await;
+            let outcome = AttemptOutcome::Retry;
+            record(
+                deps,
+                target,
+                id,
+                attempt,
+                outcome,
+                facts,
+                Some(&error),
+                Some(delay),
+            );
             return Outcome::Retry {
                 attempt,
                 after: delay,
@@ -425,10 +417,31 @@ async fn fail(
     {
         tracing::warn!(error = %e, "dead letter not recorded yet; message kept");
         let _ = message.ack_with(AckKind::Nak(Some(POSTPONE))).await;
+        let outcome = AttemptOutcome::Retry;
+        record(
+            deps,
+            target,
+            id,
+            attempt,
+            outcome,
+            facts,
+            Some(&error),
+            Some(POSTPONE),
+        );
         return Outcome::Postponed;
     }
     // Double ack: the message must not come back once it is a dead letter.
     let _ = message.double_ack_with(AckKind::Term).await;
+    record(
+        deps,
+        target,
+        id,
+        attempt,
+        AttemptOutcome::Failed,
+        facts,
+        Some(&error),
+        None,
+    );
     let event = error.dead_letter_event();
     tracing::info!(error = %error, attempts = attempt, event, "message dead-lettered");
     let (store, project, sub_id) = (deps.store.clone(), sub.project.to_string(), sub.id.clone());
@@ -438,8 +451,25 @@ async fn fail(
     Outcome::DeadLettered { attempts: attempt }
 }
 
-/// One attempt, by protocol.
+/// One attempt, by protocol, with what the subscriber answered (webhooks).
 async fn send(
+    deps: &Deps,
+    target: &Target,
+    id: &str,
+    payload: String,
+    attributes: &Attributes,
+) -> (Result<(), DeliveryError>, Reply) {
+    if let Subscriber::Webhook { url } | Subscriber::Trust { url } = &target.subscriber {
+        return send_webhook(deps, target, url, id, payload).await;
+    }
+    (
+        send_other(deps, target, id, payload, attributes).await,
+        Reply::default(),
+    )
+}
+
+/// An email, NATS or SMS attempt.
+async fn send_other(
     deps: &Deps,
     target: &Target,
     id: &str,
@@ -448,9 +478,9 @@ async fn send(
 ) -> Result<(), DeliveryError> {
     let options = &target.sub.options;
     match &target.subscriber {
-        Subscriber::Webhook { url } | Subscriber::Trust { url } => {
-            send_webhook(deps, target, url, id, payload).await
-        }
+        Subscriber::Webhook { .. } | Subscriber::Trust { .. } => Err(DeliveryError::Misconfigured(
+            "a webhook goes through send_webhook".into(),
+        )),
         Subscriber::Email { address, subject } => {
             let mailer = deps.outbound.mailer.as_ref().ok_or_else(|| {
                 DeliveryError::Misconfigured("no SMTP relay configured (HERALD_SMTP_URL)".into())
@@ -494,14 +524,39 @@ async fn send(
 }
 
 /// A webhook or trust-webhook attempt: the `post_data` template, the subscriber's extra
-/// headers, the signature when a secret is set, and the delegated token for `trust+`.
+/// headers, the signature when a secret is set, and the delegated token for `trust+` (a
+/// Keystone trust's token, see [`send_with_trust`], or the token kept with the
+/// subscription).
 async fn send_webhook(
     deps: &Deps,
     target: &Target,
     url: &Url,
     id: &str,
     payload: String,
-) -> Result<(), DeliveryError> {
+) -> (Result<(), DeliveryError>, Reply) {
+    let request = match webhook_request(target, id, payload) {
+        Ok(r) => r,
+        Err(e) => return (Err(e), Reply::default()),
+    };
+    let (headers, body) = request;
+    let excerpt = deps.attempts.response_bytes();
+    if let (Subscriber::Trust { .. }, Some(trust_id)) =
+        (&target.subscriber, target.sub.trust_id.as_deref())
+    {
+        return send_with_trust(deps, trust_id, url, headers, body, excerpt).await;
+    }
+    deps.outbound
+        .webhook
+        .post_with_reply(url, headers, body, excerpt)
+        .await
+}
+
+/// The headers and body of a webhook attempt.
+fn webhook_request(
+    target: &Target,
+    id: &str,
+    payload: String,
+) -> Result<(reqwest::header::HeaderMap, Bytes), DeliveryError> {
     let options = &target.sub.options;
     let body = match options.get("post_data") {
         Some(template) => apply_template(template, &payload),
@@ -517,10 +572,8 @@ async fn send_webhook(
             &body,
         )?);
     }
-    if !matches!(target.subscriber, Subscriber::Trust { .. }) {
-        return deps.outbound.webhook.post(url, headers, body).await;
-    }
-    let Some(trust_id) = target.sub.trust_id.as_deref() else {
+    // A Keystone trust's token is added by `send_with_trust`.
+    if matches!(target.subscriber, Subscriber::Trust { .. }) && target.sub.trust_id.is_none() {
         let token = target.sub.delegated_token.as_deref().ok_or_else(|| {
             DeliveryError::Misconfigured("no delegated token for this trust subscription".into())
         })?;
@@ -530,9 +583,8 @@ async fn send_webhook(
                 DeliveryError::Misconfigured("the delegated token is not a valid header".into())
             })?,
         );
-        return deps.outbound.webhook.post(url, headers, body).await;
-    };
-    send_with_trust(deps, trust_id, url, headers, body).await
+    }
+    Ok((headers, body))
 }
 
 /// A `trust+` attempt under a Keystone trust: the trust's (cached) token as
@@ -545,25 +597,32 @@ async fn send_with_trust(
     url: &Url,
     mut headers: reqwest::header::HeaderMap,
     body: Bytes,
-) -> Result<(), DeliveryError> {
-    let keystone = deps.outbound.keystone.as_ref().ok_or_else(|| {
-        DeliveryError::Misconfigured(
+    excerpt: usize,
+) -> (Result<(), DeliveryError>, Reply) {
+    let Some(keystone) = deps.outbound.keystone.as_ref() else {
+        let e = DeliveryError::Misconfigured(
             "a Keystone trust subscription needs auth_mode = keystone".into(),
-        )
-    })?;
-    let token = keystone.trust_token(trust_id).await.map_err(trust_error)?;
+        );
+        return (Err(e), Reply::default());
+    };
+    let token = match keystone.trust_token(trust_id).await {
+        Ok(t) => t,
+        Err(e) => return (Err(trust_error(e)), Reply::default()),
+    };
     headers.insert("x-auth-token", token);
-    match deps
-        .outbound
-        .webhook
-        .post(url, headers.clone(), body.clone())
+    let webhook = &deps.outbound.webhook;
+    match webhook
+        .post_with_reply(url, headers.clone(), body.clone(), excerpt)
         .await
     {
-        Err(DeliveryError::Status { status: 401, .. }) => {
+        (Err(DeliveryError::Status { status: 401, .. }), reply) => {
             keystone.forget_trust_token(trust_id).await;
-            let fresh = keystone.trust_token(trust_id).await.map_err(trust_error)?;
+            let fresh = match keystone.trust_token(trust_id).await {
+                Ok(t) => t,
+                Err(e) => return (Err(trust_error(e)), reply),
+            };
             headers.insert("x-auth-token", fresh);
-            deps.outbound.webhook.post(url, headers, body).await
+            webhook.post_with_reply(url, headers, body, excerpt).await
         }
         other => other,
     }

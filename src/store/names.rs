@@ -52,10 +52,22 @@ pub fn changed_subject(stream: &str, id: &str) -> String {
     format!("{CHANGED_SUBJECT_PREFIX}.{stream}.{id}")
 }
 
+/// Core NATS subject on which the API announces a changed topic (its policies reach every
+/// subscription's delivery): `...{stream}`.
+pub const TOPIC_CHANGED_SUBJECT_PREFIX: &str = "herald.internal.topics.changed";
+
+/// The announcement subject of a change to topic stream `stream`.
+pub fn topic_changed_subject(stream: &str) -> String {
+    format!("{TOPIC_CHANGED_SUBJECT_PREFIX}.{stream}")
+}
+
 /// JetStream advisories the delivery engine watches: `...{stream}.{consumer}`.
 pub const ADVISORY_CONSUMER_CREATED: &str = "$JS.EVENT.ADVISORY.CONSUMER.CREATED.>";
 /// See [`ADVISORY_CONSUMER_CREATED`].
 pub const ADVISORY_CONSUMER_DELETED: &str = "$JS.EVENT.ADVISORY.CONSUMER.DELETED.>";
+/// A consumer got a new leader (cluster failover): pull requests waiting at the old leader
+/// are gone, so the engine asks again at once: `...{stream}.{consumer}`.
+pub const ADVISORY_CONSUMER_LEADER_ELECTED: &str = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.>";
 /// JetStream advisory of a deleted stream: `...{stream}`.
 pub const ADVISORY_STREAM_DELETED: &str = "$JS.EVENT.ADVISORY.STREAM.DELETED.>";
 
@@ -74,6 +86,8 @@ pub const META_USER: &str = "herald.source_user";
 pub const META_TOKEN: &str = "herald.delegated_token";
 /// The Keystone trust a `trust+` subscription delivers under (`auth_mode = keystone`).
 pub const META_TRUST: &str = "herald.trust_id";
+/// Set (`"true"`) while the subscription is disabled (by hand or auto-disable).
+pub const META_DISABLED: &str = "herald.disabled";
 
 // Dead letters ------------------------------------------------------------------------------
 
@@ -84,6 +98,30 @@ pub const DEAD_LETTERS_SUBJECTS: &str = "herald.dead_letters.>";
 /// The subject of `subscription`'s dead letters (`*` or `>` for all of the topic's).
 pub fn dead_letter_subject(project: &ProjectId, stream: &str, subscription: &str) -> String {
     format!("herald.dead_letters.{project}.{stream}.{subscription}")
+}
+
+/// Delivery leases (`store::leases`), key `{stream}.{consumer}`.
+pub const LEASES_BUCKET: &str = "herald_leases";
+
+// Attempts ----------------------------------------------------------------------------------
+
+/// Every delivery attempt, one record each (design.md "Attempts, health and control").
+pub const ATTEMPTS_STREAM: &str = "HERALD_ATTEMPTS";
+/// Every attempt record's subject (the stream's subjects).
+pub const ATTEMPTS_SUBJECTS: &str = "herald.attempts.>";
+
+/// The subject of `subscription`'s attempt records (public contract).
+pub fn attempt_subject(project: &ProjectId, subscription: &str) -> String {
+    format!("herald.attempts.{project}.{subscription}")
+}
+
+/// Bucket holding, per failing subscription, when its current run of failures began
+/// (auto-disable), key [`health_key`].
+pub const HEALTH_BUCKET: &str = "herald_subscription_health";
+
+/// The subscription's key in [`HEALTH_BUCKET`].
+pub fn health_key(project: &ProjectId, subscription: &str) -> String {
+    format!("{project}.{subscription}")
 }
 
 // User messages -----------------------------------------------------------------------------
@@ -142,6 +180,8 @@ mod tests {
             format!("herald.dead_letters.p1.{stream}.s")
         );
         assert_eq!(topic_key(&p, &t), "p1.a.b");
+        assert_eq!(attempt_subject(&p, "s"), "herald.attempts.p1.s");
+        assert_eq!(health_key(&p, "s"), "p1.s");
         assert_eq!(kv_stream(TOPICS_BUCKET), "KV_herald_topics");
         assert_eq!(
             kv_project_filter(TOPICS_BUCKET, &p),

@@ -21,8 +21,8 @@ use super::{
     },
     names::{
         changed_subject, replay_subject, stream_name, topic_subject, META_CONFIRMED, META_CREATED,
-        META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN, META_TOPIC,
-        META_TRUST, META_TTL, META_UNSUBSCRIBED, META_USER,
+        META_DISABLED, META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN,
+        META_TOPIC, META_TRUST, META_TTL, META_UNSUBSCRIBED, META_USER,
     },
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
@@ -56,6 +56,22 @@ fn subscription_quota(e: StoreError, stream: &jetstream::stream::Stream) -> Stor
     }
 }
 
+/// Every subscription in `stream` (the topic's), sorted by id.
+async fn subscriptions_in(
+    stream: &jetstream::stream::Stream,
+    project: &ProjectId,
+    topic: &TopicName,
+) -> Result<Vec<Subscription>, StoreError> {
+    let infos: Vec<_> = stream.consumers().try_collect().await.map_err(classify)?;
+    let mut subs: Vec<Subscription> = infos
+        .iter()
+        .filter_map(|i| Subscription::from_consumer(&i.name, &i.config.metadata))
+        .filter(|s| &s.project == project && &s.topic == topic)
+        .collect();
+    subs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(subs)
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
@@ -80,6 +96,9 @@ pub struct Subscription {
     /// (`keystone` mode). Kept here rather than in the options so that a PATCH of the
     /// options cannot point the subscription at another trust.
     pub trust_id: Option<String>,
+    /// Disabled by hand (`options.enabled = false`) or after failing for `disable_after`:
+    /// no worker runs for it and its messages wait in the consumer.
+    pub disabled: bool,
 }
 
 impl Subscription {
@@ -108,6 +127,9 @@ impl Subscription {
         ]);
         if self.unsubscribed {
             m.insert(META_UNSUBSCRIBED.to_owned(), "true".to_owned());
+        }
+        if self.disabled {
+            m.insert(META_DISABLED.to_owned(), "true".to_owned());
         }
         if let Some(u) = &self.source_user {
             m.insert(META_USER.to_owned(), u.clone());
@@ -166,7 +188,8 @@ impl Subscription {
                 unsubscribed: metadata.get(META_UNSUBSCRIBED).is_some_and(|v| v == "true"),
                 source_user: metadata.get(META_USER).cloned(),
                 delegated_token: metadata.get(META_TOKEN).cloned(),
-                trust_id: metadata.get(META_TRUST).cloned(),
+        META_DISABLED, META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN,
+        META_TOPIC, META_TRUST, META_TTL, META_UNSUBSCRIBED, META_USER,
             })
         })();
         match decoded {
@@ -277,14 +300,7 @@ impl Store {
             Err(StoreError::NotFound) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let infos: Vec<_> = stream.consumers().try_collect().await.map_err(classify)?;
-        let mut subs: Vec<Subscription> = infos
-            .iter()
-            .filter_map(|i| Subscription::from_consumer(&i.name, &i.config.metadata))
-            .filter(|s| &s.project == project && &s.topic == topic)
-            .collect();
-        subs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(subs)
+        subscriptions_in(&stream, project, topic).await
     }
 
     pub async fn get_subscription(
@@ -311,6 +327,21 @@ impl Store {
         }
     }
 
+    /// Messages waiting for the subscription: not yet pulled plus pulled and not acked.
+    pub async fn subscription_pending(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        let stream = self.stream_of(project, topic).await?;
+        match stream.consumer_info(id).await {
+            Ok(info) => Ok(info.num_pending + info.num_ack_pending as u64),
+            Err(e) if is_consumer_not_found(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     /// Creates the subscription unless the same subscriber already subscribes.
     pub async fn create_subscription(
         &self,
@@ -319,8 +350,8 @@ impl Store {
     ) -> Result<Created, StoreError> {
         let stream = self.stream_of(&sub.project, &sub.topic).await?;
         let now = Utc::now();
-        let existing = self
-            .list_subscriptions(&sub.project, &sub.topic)
+        // The stream handle just read serves the listing too (one stream info, not two).
+        let existing = subscriptions_in(&stream, &sub.project, &sub.topic)
             .await?
             .into_iter()
             .find(|s| s.subscriber == sub.subscriber);
@@ -375,7 +406,14 @@ impl Store {
         // that still holds the old subscription; they all learn of the change (announced
         // below) well within the pause, which then ends by itself. (A config update does
         // not pause; the pause API must come first.)
-        let until = time::OffsetDateTime::now_utc() + CHANGE_BARRIER;
+        // A disabled subscription stays paused until enabled: a pull request still waiting
+        // on the server from before must not be handed its messages (each hand-back would
+        // count as a delivery and spend its retries).
+        let until = if sub.disabled {
+            time::OffsetDateTime::now_utc() + time::Duration::days(365 * 100)
+        } else {
+            time::OffsetDateTime::now_utc() + CHANGE_BARRIER
+        };
         match stream.pause_consumer(&sub.id, until).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Err(StoreError::NotFound),
@@ -464,6 +502,7 @@ mod tests {
             source_user: Some("u".into()),
             delegated_token: None,
             trust_id: Some("0123456789abcdef0123456789abcdef".into()),
+            disabled: true,
         };
         let back = Subscription::from_consumer(&sub.id, &sub.metadata()).unwrap();
         assert_eq!(back, sub);

@@ -1,5 +1,6 @@
 //! One integration-test binary: every module drives a real nats-server and Herald.
 
+mod attempts;
 mod bad_input;
 mod cinderclient;
 mod delivery;
@@ -10,6 +11,7 @@ mod kannel;
 mod messages;
 mod nats_permissions;
 mod ops;
+mod rate_limit;
 mod schemathesis;
 mod sms;
 mod subscription_changes;
