@@ -188,8 +188,8 @@ impl Subscription {
                 unsubscribed: metadata.get(META_UNSUBSCRIBED).is_some_and(|v| v == "true"),
                 source_user: metadata.get(META_USER).cloned(),
                 delegated_token: metadata.get(META_TOKEN).cloned(),
-        META_DISABLED, META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN,
-        META_TOPIC, META_TRUST, META_TTL, META_UNSUBSCRIBED, META_USER,
+                trust_id: metadata.get(META_TRUST).cloned(),
+                disabled: metadata.get(META_DISABLED).is_some_and(|v| v == "true"),
             })
         })();
         match decoded {
