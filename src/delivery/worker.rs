@@ -523,6 +523,10 @@ async fn send_other(
     }
 }
 
+/// A webhook or trust-webhook attempt: the `post_data` template, the subscriber's extra
+/// headers, the signature when a secret is set, and the delegated token for `trust+` (a
+/// Keystone trust's token, see [`send_with_trust`], or the token kept with the
+/// subscription).
 async fn send_webhook(
     deps: &Deps,
     target: &Target,
@@ -530,10 +534,11 @@ async fn send_webhook(
     id: &str,
     payload: String,
 ) -> (Result<(), DeliveryError>, Reply) {
-    let (headers, body) = match webhook_request(target, id, payload) {
+    let request = match webhook_request(target, id, payload) {
         Ok(r) => r,
         Err(e) => return (Err(e), Reply::default()),
     };
+    let (headers, body) = request;
     let excerpt = deps.attempts.response_bytes();
     if let (Subscriber::Trust { .. }, Some(trust_id)) =
         (&target.subscriber, target.sub.trust_id.as_deref())
@@ -546,8 +551,7 @@ async fn send_webhook(
         .await
 }
 
-/// The headers and body of a webhook attempt; for a `trust+` subscriber without a Keystone
-/// trust, the delegated token (`tokens` and `noauth` modes).
+/// The headers and body of a webhook attempt.
 fn webhook_request(
     target: &Target,
     id: &str,
@@ -568,6 +572,7 @@ fn webhook_request(
             &body,
         )?);
     }
+    // A Keystone trust's token is added by `send_with_trust`.
     if matches!(target.subscriber, Subscriber::Trust { .. }) && target.sub.trust_id.is_none() {
         let token = target.sub.delegated_token.as_deref().ok_or_else(|| {
             DeliveryError::Misconfigured("no delegated token for this trust subscription".into())
@@ -606,19 +611,21 @@ async fn send_with_trust(
     };
     headers.insert("x-auth-token", token);
     let webhook = &deps.outbound.webhook;
-    let (result, reply) = webhook
+    match webhook
         .post_with_reply(url, headers.clone(), body.clone(), excerpt)
-        .await;
-    if !matches!(result, Err(DeliveryError::Status { status: 401, .. })) {
-        return (result, reply);
+        .await
+    {
+        (Err(DeliveryError::Status { status: 401, .. }), reply) => {
+            keystone.forget_trust_token(trust_id).await;
+            let fresh = match keystone.trust_token(trust_id).await {
+                Ok(t) => t,
+                Err(e) => return (Err(trust_error(e)), reply),
+            };
+            headers.insert("x-auth-token", fresh);
+            webhook.post_with_reply(url, headers, body, excerpt).await
+        }
+        other => other,
     }
-    keystone.forget_trust_token(trust_id).await;
-    let fresh = match keystone.trust_token(trust_id).await {
-        Ok(t) => t,
-        Err(e) => return (Err(trust_error(e)), reply),
-    };
-    headers.insert("x-auth-token", fresh);
-    webhook.post_with_reply(url, headers, body, excerpt).await
 }
 
 fn trust_error(e: std::sync::Arc<crate::auth::TrustTokenError>) -> DeliveryError {
