@@ -21,6 +21,8 @@
 //! - [`delivery`]: the engine (one worker per subscription, retries, dead letters) and one
 //!   module per protocol; its transports (webhook, email, NATS on its own connection, SMS)
 //!   and the user-message responder are the only other code that opens network connections.
+//! - [`console`]: the operator web console at `/console/` (server-rendered HTML); it calls
+//!   the same services and store functions as the API handlers.
 //! - [`auth`]: identities from headers, a tokens file or Keystone.
 //! - [`config`], [`telemetry`], [`server`], [`shutdown`], [`startup`]: process plumbing.
 //! - [`error`]: the API error types (Zaqar and Cinder bodies) and their status mapping.
@@ -29,6 +31,7 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod domain;
 pub mod error;

@@ -86,6 +86,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             user_messages,
             outbound,
+            console: crate::console::Console::new(),
         });
         Ok(Self {
             listener,
@@ -129,6 +130,13 @@ impl Application {
             tasks.spawn(engine.run(shutdown.clone()));
         }
         if let Some(listener) = self.listener {
+            tasks.spawn(
+                self.state
+                    .console
+                    .history()
+                    .clone()
+                    .sample(self.state.metrics.clone(), shutdown.clone()),
+            );
             let app = api::router(self.state.clone());
             tracing::info!(address = %listener.local_addr()?, "API listening");
             crate::server::serve(listener, app, shutdown.clone()).await;

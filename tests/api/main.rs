@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cinderclient;
+mod console;
 mod delivery;
 mod filter_policies;
 mod http_layer;
