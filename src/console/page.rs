@@ -130,12 +130,16 @@ pub(crate) fn json(v: &Value) -> Markup {
 /// `2026-12-03 17:10:16 UTC`, with the age as a tooltip-free suffix.
 pub(crate) fn when(t: DateTime<Utc>) -> Markup {
     let age = (Utc::now() - t).num_seconds();
-    let ago = match age {
-        i64::MIN..=-1 => "in the future".to_owned(),
-        0..=59 => format!("{age} s ago"),
-        60..=3599 => format!("{} min ago", age / 60),
-        3600..=86_399 => format!("{} h ago", age / 3600),
-        _ => format!("{} d ago", age / 86_400),
+    let span = |secs: i64| match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86_400),
+    };
+    let ago = if age < 0 {
+        format!("in {}", span(-age))
+    } else {
+        format!("{} ago", span(age))
     };
     html! { time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S UTC")) } " " span.muted { "(" (ago) ")" } }
 }

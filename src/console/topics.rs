@@ -114,7 +114,7 @@ pub(crate) async fn list_topics(
         }
         (page::pager(first.as_deref(), next))
         h2 { "Create a topic" }
-        form.card method="post" action="/console/topics" {
+        form.card #create-topic method="post" action="/console/topics" {
             (csrf(&viewer))
             label { "Name" input type="text" name="name" required pattern="[A-Za-z0-9_.\\-]{1,64}" placeholder="orders"; }
             label { "Metadata (JSON object, optional)"

@@ -20,6 +20,8 @@ from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 BASE, PROJECT, FOREIGN_TOPIC, SHOTS = sys.argv[1:5]
 TOPIC = "console-demo"
@@ -132,8 +134,17 @@ class Console:
             el = form.find_element(By.NAME, name)
             el.clear()
             el.send_keys(value)
-        form.find_element(By.CSS_SELECTOR, button_css).click()
-        self.after_load(form_css)
+        self.click(form.find_element(By.CSS_SELECTOR, button_css), form_css)
+
+    def click(self, element, label):
+        """Clicks and waits until the browser has loaded the next page."""
+        old = self.d.find_element(By.TAG_NAME, "html")
+        element.click()
+        WebDriverWait(self.d, 15).until(EC.staleness_of(old))
+        WebDriverWait(self.d, 15).until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
+        self.after_load(label)
 
     def flash(self):
         try:
@@ -183,13 +194,13 @@ def main():
 
         # A form without its CSRF token is refused, and nothing is created.
         c.open("/console/topics")
-        driver.execute_script("document.querySelector(\"form[action='/console/topics'] input[name=csrf]\").remove()")
-        c.submit("form[action='/console/topics']", {"name": "no-csrf-topic"})
+        driver.execute_script("document.querySelector(\"#create-topic input[name=csrf]\").remove()")
+        c.submit("#create-topic", {"name": "no-csrf-topic"})
         assert c.title() == "403 Forbidden", c.title()
         assert "security token" in driver.page_source
         c.open("/console/topics")
-        driver.execute_script("document.querySelector(\"form[action='/console/topics'] input[name=csrf]\").value = 'forged'")
-        c.submit("form[action='/console/topics']", {"name": "no-csrf-topic"})
+        driver.execute_script("document.querySelector(\"#create-topic input[name=csrf]\").value = 'forged'")
+        c.submit("#create-topic", {"name": "no-csrf-topic"})
         assert c.title() == "403 Forbidden", c.title()
         c.open("/console/topics/no-csrf-topic")
         assert c.title() == "404 Not Found", c.title()
@@ -197,7 +208,7 @@ def main():
         # Create a topic whose metadata carries markup.
         c.open("/console/topics")
         meta = json.dumps({"team": XSS_META, "note": XSS_IMG})
-        c.submit("form[action='/console/topics']", {"name": TOPIC, "metadata": meta})
+        c.submit("#create-topic", {"name": TOPIC, "metadata": meta})
         assert c.title() == f"Topic {TOPIC}", c.title()
         assert "created" in c.flash(), c.flash()
         page_text = driver.find_element(By.TAG_NAME, "main").text
@@ -206,8 +217,8 @@ def main():
 
         # A bad topic name is refused with the API's message, on the form's page.
         c.open("/console/topics")
-        driver.execute_script("document.querySelector(\"input[name=name]\").removeAttribute('pattern')")
-        c.submit("form[action='/console/topics']", {"name": "bad name!"})
+        driver.execute_script("document.querySelector(\"#create-topic input[name=name]\").removeAttribute('pattern')")
+        c.submit("#create-topic", {"name": "bad name!"})
         assert "Invalid topic" in c.flash(), c.flash()
 
         # Subscribe the receiver.
@@ -250,8 +261,7 @@ def main():
 
         # Repair the receiver and replay the dead letter from the console.
         Receiver.status = 200
-        rows[0].find_element(By.CSS_SELECTOR, "button").click()
-        c.after_load("replay")
+        c.click(rows[0].find_element(By.CSS_SELECTOR, "button"), "replay")
         assert "Replayed 1" in c.flash(), c.flash()
         eventually("the replayed message at the receiver", lambda: received_ok("second-delivery"))
 
