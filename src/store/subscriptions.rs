@@ -56,6 +56,22 @@ fn subscription_quota(e: StoreError, stream: &jetstream::stream::Stream) -> Stor
     }
 }
 
+/// Every subscription in `stream` (the topic's), sorted by id.
+async fn subscriptions_in(
+    stream: &jetstream::stream::Stream,
+    project: &ProjectId,
+    topic: &TopicName,
+) -> Result<Vec<Subscription>, StoreError> {
+    let infos: Vec<_> = stream.consumers().try_collect().await.map_err(classify)?;
+    let mut subs: Vec<Subscription> = infos
+        .iter()
+        .filter_map(|i| Subscription::from_consumer(&i.name, &i.config.metadata))
+        .filter(|s| &s.project == project && &s.topic == topic)
+        .collect();
+    subs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(subs)
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
@@ -268,14 +284,7 @@ impl Store {
             Err(StoreError::NotFound) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let infos: Vec<_> = stream.consumers().try_collect().await.map_err(classify)?;
-        let mut subs: Vec<Subscription> = infos
-            .iter()
-            .filter_map(|i| Subscription::from_consumer(&i.name, &i.config.metadata))
-            .filter(|s| &s.project == project && &s.topic == topic)
-            .collect();
-        subs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(subs)
+        subscriptions_in(&stream, project, topic).await
     }
 
     pub async fn get_subscription(
@@ -310,8 +319,8 @@ impl Store {
     ) -> Result<Created, StoreError> {
         let stream = self.stream_of(&sub.project, &sub.topic).await?;
         let now = Utc::now();
-        let existing = self
-            .list_subscriptions(&sub.project, &sub.topic)
+        // The stream handle just read serves the listing too (one stream info, not two).
+        let existing = subscriptions_in(&stream, &sub.project, &sub.topic)
             .await?
             .into_iter()
             .find(|s| s.subscriber == sub.subscriber);
