@@ -16,6 +16,10 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
 }
 
+/// Server time allowed per page. The target is 50 ms for an optimised build; a debug build
+/// on a busy test machine gets five times that, so the check stays meaningful yet stable.
+const MAX_SERVER_MS: f64 = if cfg!(debug_assertions) { 250.0 } else { 50.0 };
+
 #[tokio::test]
 async fn the_console_logs_in_manages_topics_and_replays_dead_letters_in_chromium() {
     // Arrange: Herald (noauth) and another project's topic the console must not reach.
@@ -40,6 +44,7 @@ async fn the_console_logs_in_manages_topics_and_replays_dead_letters_in_chromium
         .arg(&app.project)
         .arg("secret-topic")
         .arg(&shots)
+        .arg(MAX_SERVER_MS.to_string())
         .output()
         .await
         .expect("python runs (scripts/test installs selenium into .venv)");
