@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// Herald in keystone mode with a service user of its own.
-async fn herald(admin: &Admin, configure: impl FnOnce(&mut Config)) -> (TestApp, User) {
+pub(crate) async fn herald(admin: &Admin, configure: impl FnOnce(&mut Config)) -> (TestApp, User) {
     let service = admin.service_user().await;
     let (url, name, password) = (
         admin.url.clone(),

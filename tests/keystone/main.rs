@@ -2,6 +2,7 @@
 //! real nats-server per test: token validation, roles, projects, caching, revocation,
 //! expiry, an unreachable Keystone, and python-cinderclient with Keystone password auth.
 
+mod console;
 mod identity;
 mod server;
 
