@@ -41,6 +41,7 @@ use crate::{
 pub struct Console {
     sessions: Sessions,
     history: History,
+    tallies: overview::Tallies,
 }
 
 impl Console {

@@ -5,7 +5,6 @@ use axum::{
     extract::{Path, Query, State},
     response::Response,
 };
-use futures::{stream, StreamExt, TryStreamExt};
 use maud::html;
 use serde_json::{json, Map, Value};
 
@@ -18,14 +17,11 @@ use crate::{
     api::{self, AppState},
     domain::{TopicMetadata, TopicName},
     error::ApiError,
-    store::topics::TopicStats,
     subscriptions::{SubscriptionDoc, Subscriptions},
 };
 
 /// Rows per page (the API's largest page).
 const PAGE: usize = 20;
-/// Topics whose stats are read at once.
-const CONCURRENCY: usize = 8;
 
 /// The topic named by the path, or the console's 404.
 pub(crate) fn topic_name(raw: &str) -> Result<TopicName, Failure> {
@@ -67,14 +63,13 @@ pub(crate) async fn list_topics(
         .collect();
     let more = page_topics.len() > PAGE;
     let page_topics = &page_topics[..page_topics.len().min(PAGE)];
-    let reads: Vec<_> = page_topics
-        .iter()
-        .map(|t| state.store.topic_stats(project, &t.name))
-        .collect();
-    let stats: Vec<TopicStats> = stream::iter(reads)
-        .buffered(CONCURRENCY)
-        .try_collect()
-        .await?;
+    let counts = state.store.topic_counts(project).await?;
+    let count = |t: &TopicName| {
+        counts
+            .get(&crate::store::names::stream_name(project, t))
+            .copied()
+            .unwrap_or_default()
+    };
     let next = page_topics.last().filter(|_| more).map(|last| {
         format!(
             "/console/topics?{}",
@@ -89,23 +84,21 @@ pub(crate) async fn list_topics(
             button type="submit" { "Filter" }
             span.muted { (matching) " topics in the project" }
         }
+        p.muted { "Pending messages and dead letters are on each topic's page." }
         @if page_topics.is_empty() {
             p { "No topics here." }
         } @else {
             table #topics {
                 thead { tr {
-                    th { "Topic" } th.num { "Messages" } th.num { "Subscriptions" }
-                    th.num { "Pending" } th.num { "Dead letters" } th { "Newest message" } th {}
+                    th { "Topic" } th.num { "Messages" } th.num { "Subscriptions" } th {}
                 } }
                 tbody {
-                    @for (t, s) in page_topics.iter().zip(&stats) {
+                    @for t in page_topics {
+                        @let c = count(&t.name);
                         tr {
                             td { a href=(topic_href(&t.name)) { (t.name.as_str()) } }
-                            td.num { (s.messages) }
-                            td.num { (s.subscriptions) }
-                            td.num { (s.pending) }
-                            td.num class=[(s.dead_letters > 0).then_some("bad")] { (s.dead_letters) }
-                            td { @if let Some(n) = &s.newest { (page::when(n.created)) } @else { "—" } }
+                            td.num { (c.messages) }
+                            td.num { (c.subscriptions) }
                             td { a.danger href={ (topic_href(&t.name)) "/delete" } { "Delete…" } }
                         }
                     }
