@@ -72,6 +72,12 @@ id = "HERALD_SUBSCRIPTION_003_004"
 message = "confirm subscription:The subscription was never confirmed by its subscriber."
 level = "WARNING"
 resource_type = "SUBSCRIPTION"
+
+[[event]]
+id = "HERALD_SUBSCRIPTION_004_005"
+message = "disable subscription:Every delivery attempt failed for too long, so the subscription was disabled; its messages wait until they expire. Fix the subscriber, then enable it again (options.enabled = true)."
+level = "ERROR"
+resource_type = "SUBSCRIPTION"
 "#;
 
 /// Delivery rejected by the subscriber (a permanent failure).
@@ -84,6 +90,8 @@ pub const EVENT_DELIVERY_REFUSED_BY_POLICY: &str = "HERALD_SUBSCRIPTION_001_007"
 pub const EVENT_SUBSCRIPTION_EXPIRED: &str = "HERALD_SUBSCRIPTION_002_003";
 /// Confirmation never completed.
 pub const EVENT_CONFIRMATION_NEVER_COMPLETED: &str = "HERALD_SUBSCRIPTION_003_004";
+/// Auto-disabled after failing for `disable_after`.
+pub const EVENT_SUBSCRIPTION_DISABLED: &str = "HERALD_SUBSCRIPTION_004_005";
 
 /// Severity of a user message, as Cinder's `message_level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

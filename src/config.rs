@@ -130,6 +130,17 @@ pub struct Config {
     pub sms_from: Option<String>,
     /// Most parts one SMS may be split into; longer texts are permanent failures.
     pub sms_max_parts: usize,
+    /// Record every delivery attempt in `HERALD_ATTEMPTS` (off only to measure its cost).
+    pub attempt_log: bool,
+    /// How long attempt records are kept, in seconds (7 days).
+    pub attempt_log_max_age: u64,
+    /// Most bytes the attempt log holds; the oldest records go first beyond it.
+    pub attempt_log_max_bytes: u64,
+    /// Bytes of a webhook's reply body kept in its attempt record (0 = none).
+    pub attempt_log_response_bytes: usize,
+    /// A subscription whose attempts have all failed for this long, in seconds, is
+    /// disabled (5 days; tests shorten it).
+    pub disable_after: u64,
 }
 
 impl Default for Config {
@@ -185,6 +196,11 @@ impl Default for Config {
             sms_gateway_password: None,
             sms_from: None,
             sms_max_parts: 3,
+            attempt_log: true,
+            attempt_log_max_age: 7 * 86_400,
+            attempt_log_max_bytes: 1 << 30,
+            attempt_log_response_bytes: 1024,
+            disable_after: 5 * 86_400,
         }
     }
 }
@@ -224,6 +240,8 @@ const MAX_RETRY_DELAY_UNIT_MS: u64 = 60_000;
 const MAX_MESSAGE_TTL_SECS: u64 = 3_153_600_000;
 /// Subscription `ttl`s are accepted up to `i32::MAX` seconds.
 const MAX_MIN_SUBSCRIPTION_TTL_SECS: u64 = i32::MAX as u64;
+/// Attempt records stay small (a JetStream message, listed 100 at a time).
+const MAX_RESPONSE_EXCERPT_BYTES: u64 = 64 * 1024;
 /// An optional string where `""` means unset.
 fn de_non_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
@@ -360,6 +378,25 @@ impl Config {
             i32::MAX as u64,
         )
         .map_err(|_| invalid("max_subscriptions_per_topic", "must be 1..=2147483647"))?;
+        in_range(
+            "attempt_log_max_age",
+            self.attempt_log_max_age,
+            1,
+            MAX_MESSAGE_TTL_SECS,
+        )?;
+        in_range(
+            "attempt_log_max_bytes",
+            self.attempt_log_max_bytes,
+            1024,
+            i64::MAX as u64,
+        )?;
+        in_range(
+            "attempt_log_response_bytes",
+            self.attempt_log_response_bytes as u64,
+            0,
+            MAX_RESPONSE_EXCERPT_BYTES,
+        )?;
+        in_range("disable_after", self.disable_after, 1, MAX_MESSAGE_TTL_SECS)?;
         // A concatenated SMS carries an 8-bit part counter.
         in_range("sms_max_parts", self.sms_max_parts as u64, 1, 255)
             .map_err(|_| invalid("sms_max_parts", "must be 1..=255"))
@@ -379,6 +416,14 @@ impl Config {
 
     pub fn delivery_timeout(&self) -> Duration {
         Duration::from_millis(self.delivery_timeout_ms)
+    }
+
+    pub fn attempt_log_max_age(&self) -> Duration {
+        Duration::from_secs(self.attempt_log_max_age)
+    }
+
+    pub fn disable_after(&self) -> Duration {
+        Duration::from_secs(self.disable_after)
     }
 
     pub fn request_timeout(&self) -> Duration {

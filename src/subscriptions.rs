@@ -15,8 +15,8 @@ use crate::{
     config::{AuthMode, Config, NatsSubscriberScope},
     delivery::{confirm, consumer_limits, Outbound},
     domain::{
-        filter_policy::FilterPolicy, subscriber, ProjectId, Protocol, RetryPolicy, Subscriber,
-        TopicName,
+        filter_policy::FilterPolicy, subscriber, subscription_options::valid_max_rate, ProjectId,
+        Protocol, RetryPolicy, Subscriber, TopicName,
     },
     error::ApiError,
     store::{
@@ -184,10 +184,28 @@ pub fn parse_options(v: &Value) -> Result<Map<String, Value>, ApiError> {
             )));
         }
     }
-    if options.get("ordered").is_some_and(|v| !v.is_boolean()) {
-        return Err(bad("options.ordered must be a boolean."));
+    for key in ["ordered", "enabled"] {
+        if options.get(key).is_some_and(|v| !v.is_boolean()) {
+            return Err(ApiError::BadRequest(format!(
+                "options.{key} must be a boolean."
+            )));
+        }
+    }
+    if options
+        .get("max_rate")
+        .is_some_and(|v| !v.as_f64().is_some_and(valid_max_rate))
+    {
+        return Err(bad(
+            "options.max_rate must be a number of deliveries per second greater than 0.",
+        ));
     }
     Ok(options.clone())
+}
+
+/// Removes `options.enabled` (checked to be a boolean by [`parse_options`]): it switches
+/// the subscription on or off and is not kept as an option.
+pub fn take_enabled(options: &mut Map<String, Value>) -> Option<bool> {
+    options.remove("enabled").and_then(|v| v.as_bool())
 }
 
 /// The subscribe ACL of the topic: projects, users and protocol.
@@ -276,6 +294,20 @@ impl Subscriptions<'_> {
             .ok_or_else(not_found)
     }
 
+    /// What `GET …/subscriptions/{id}` says of it: `disabled`, `unconfirmed` (nothing
+    /// is delivered until its subscriber confirms, or after it unsubscribed) or `active`.
+    pub fn status(&self, sub: &Subscription) -> &'static str {
+        let awaits = Subscriber::parse(&sub.subscriber)
+            .is_ok_and(|s| s.awaits_confirmation(self.config.require_confirmation, sub.confirmed));
+        if sub.disabled {
+            "disabled"
+        } else if awaits || sub.unsubscribed {
+            "unconfirmed"
+        } else {
+            "active"
+        }
+    }
+
     /// One page of a topic's live subscriptions, by id after `marker`.
     pub async fn list(
         &self,
@@ -324,12 +356,14 @@ impl Subscriptions<'_> {
             _ => None,
         };
         let now = Utc::now();
+        let mut options = changes.options.unwrap_or_default();
+        let enabled = take_enabled(&mut options);
         let sub = Subscription {
             id: String::new(),
             project: identity.project.clone(),
             topic: name.clone(),
             subscriber: subscriber.raw,
-            options: changes.options.unwrap_or_default().into(),
+            options: options.into(),
             ttl,
             created_at: now,
             expires_at: now + Duration::seconds(ttl as i64),
@@ -337,6 +371,7 @@ impl Subscriptions<'_> {
             unsubscribed: false,
             source_user: identity.user_id.clone(),
             delegated_token,
+            disabled: enabled == Some(false),
         };
         let limits = consumer_limits(self.config);
         let sub = match self.store.create_subscription(sub, limits).await? {
@@ -385,8 +420,22 @@ impl Subscriptions<'_> {
             sub.ttl = ttl;
             sub.expires_at = Utc::now() + Duration::seconds(ttl as i64);
         }
-        if let Some(options) = changes.options {
-            sub.options = options.into();
+        let mut re_enabled = false;
+        if let Some(mut options) = changes.options {
+            let enabled = take_enabled(&mut options);
+            if let Some(enabled) = enabled {
+                re_enabled = enabled && sub.disabled;
+                sub.disabled = !enabled;
+            }
+            // `{"options": {"enabled": …}}` alone switches the subscription on or off and
+            // keeps its other options; any other document replaces them.
+            if enabled.is_none() || !options.is_empty() {
+                sub.options = options.into();
+            }
+        }
+        if re_enabled {
+            // The disable window starts over: old failures must not disable it again.
+            self.store.forget_failures(&sub.project, &sub.id).await?;
         }
         self.store
             .update_subscription(&sub, consumer_limits(self.config))
@@ -463,6 +512,7 @@ mod tests {
             unsubscribed: false,
             source_user: None,
             delegated_token: None,
+            disabled: false,
         }
     }
 
@@ -520,6 +570,21 @@ mod tests {
             parse(json!({"options": {"from": 1}})).unwrap_err(),
             "options.from must be a string."
         );
+        assert_eq!(
+            parse(json!({"options": {"enabled": "no"}})).unwrap_err(),
+            "options.enabled must be a boolean."
+        );
+        for bad in [json!(0), json!(-1), json!("5"), json!(null)] {
+            assert!(parse(json!({"options": {"max_rate": bad}}))
+                .unwrap_err()
+                .starts_with("options.max_rate must be a number"));
+        }
+        let mut ok = parse(json!({"options": {"max_rate": 0.5, "enabled": false}}))
+            .unwrap()
+            .options
+            .unwrap();
+        assert_eq!(take_enabled(&mut ok), Some(false));
+        assert_eq!(ok.len(), 1);
         let ok = parse(json!({"subscriber": "https://example.com/h", "ttl": min, "options": {"ordered": true}})).unwrap();
         assert_eq!(ok.subscriber.unwrap().raw, "https://example.com/h");
         assert_eq!(ok.ttl, Some(min));

@@ -1,6 +1,7 @@
 //! The REST surface: one module per resource, merged here with the cross-cutting layers
 //! (request ids, metrics, body limit, timeouts, JSON errors for every failure).
 
+pub(crate) mod attempts;
 pub(crate) mod cinder;
 pub mod extract;
 pub(crate) mod messages;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cinder::router())
         .merge(messages::router())
         .merge(subscriptions::router())
+        .merge(attempts::router())
         .merge(crate::console::router())
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)

@@ -27,6 +27,8 @@ use crate::error::ApiError;
         super::subscriptions::get_subscription, super::subscriptions::update_subscription,
         super::subscriptions::delete_subscription, super::subscriptions::confirm_subscription,
         super::subscriptions::list_dead_letters, super::subscriptions::replay_dead_letters,
+        super::subscriptions::recover_subscription,
+        super::attempts::list_attempts, super::attempts::list_message_attempts,
         super::cinder::discovery::list_versions, super::cinder::discovery::show_v3_version,
         super::cinder::handlers::list_messages, super::cinder::handlers::list_own_messages,
         super::cinder::handlers::show_message, super::cinder::handlers::show_own_message,
@@ -35,7 +37,7 @@ use crate::error::ApiError;
     ),
     modifiers(&FamilyResponses),
     tags((name = "topics", description = "Zaqar v2 topics"),
-        (name = "subscriptions", description = "Zaqar v2 subscriptions on topics, dead letters"),
+        (name = "subscriptions", description = "Zaqar v2 subscriptions on topics, dead letters, delivery attempts, recover"),
         (name = "operations"),
         (name = "user messages", description = "Cinder v3 user messages"))
 )]

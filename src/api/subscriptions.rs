@@ -89,6 +89,25 @@ impl From<&Subscription> for SubscriptionOut {
     }
 }
 
+/// One subscription with its health (`GET …/subscriptions/{id}`).
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionDetailOut {
+    #[serde(flatten)]
+    pub subscription: SubscriptionOut,
+    /// `disabled` (by hand or after failing for `disable_after`), `unconfirmed` (waiting
+    /// for its subscriber's confirmation, or unsubscribed), else `active`.
+    #[schema(value_type = String, example = "active")]
+    pub status: &'static str,
+    /// The newest delivered attempt among the newest 1,000 attempts.
+    pub last_delivered_at: Option<String>,
+    /// The newest failed attempt (`retry` or `failed`) among the newest 1,000 attempts.
+    pub last_failed_at: Option<String>,
+    /// That attempt's error.
+    pub last_error: Option<String>,
+    /// Messages waiting for it: not yet delivered plus in flight.
+    pub pending: u64,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SubscriptionListOut {
     pub subscriptions: Vec<SubscriptionOut>,
@@ -96,7 +115,7 @@ pub struct SubscriptionListOut {
 }
 
 /// The subscriptions service for this request.
-fn service(state: &AppState) -> Subscriptions<'_> {
+pub(super) fn service(state: &AppState) -> Subscriptions<'_> {
     Subscriptions {
         store: &state.store,
         config: &state.config,
@@ -154,18 +173,37 @@ async fn list_subscriptions(
     }))
 }
 
-/// Get one subscription.
+/// Attempts the health fields look through (newest first).
+const HEALTH_SCAN: usize = 1000;
+
+/// Get one subscription, with its health.
 #[utoipa::path(get, path = "/v2/topics/{name}/subscriptions/{id}", tag = "subscriptions",
     params(("name" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = SubscriptionOut), (status = 404, body = ErrorOut)))]
+    responses((status = 200, body = SubscriptionDetailOut), (status = 404, body = ErrorOut)))]
 async fn get_subscription(
     State(state): State<AppState>,
     V2Identity(identity): V2Identity,
     TopicPath(name): TopicPath,
     SubscriptionPath(id): SubscriptionPath,
-) -> Result<Json<SubscriptionOut>, ApiError> {
+) -> Result<Json<SubscriptionDetailOut>, ApiError> {
     let sub = service(&state).get(&identity.project, &name, &id).await?;
-    Ok(Json(SubscriptionOut::from(&sub)))
+    let (last, pending) = tokio::try_join!(
+        state
+            .store
+            .last_attempts(&identity.project, &sub.id, HEALTH_SCAN),
+        state
+            .store
+            .subscription_pending(&identity.project, &name, &sub.id),
+    )?;
+    let status = service(&state).status(&sub);
+    Ok(Json(SubscriptionDetailOut {
+        subscription: SubscriptionOut::from(&sub),
+        status,
+        last_delivered_at: last.delivered.map(timestamps::zaqar_micros),
+        last_failed_at: last.failed.map(timestamps::zaqar_micros),
+        last_error: last.error,
+        pending,
+    }))
 }
 
 /// Change a subscription's subscriber, ttl or options.
@@ -376,9 +414,69 @@ async fn replay_dead_letters(
     service(&state).get(&identity.project, &name, &id).await?;
     let replayed = state
         .store
-        .replay_dead_letters(&identity.project, &name, &id, ids.as_deref())
+        .replay_dead_letters(&identity.project, &name, &id, |letter| {
+            ids.as_ref()
+                .is_none_or(|ids| ids.contains(&letter.message_id))
+        })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(ReplayOut { replayed })).into_response())
+}
+
+/// The `POST …/recover` body.
+#[derive(Deserialize)]
+struct RecoverIn {
+    since: String,
+    #[serde(default)]
+    until: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecoverOut {
+    /// Dead letters of the window put back for delivery.
+    pub recovered: usize,
+}
+
+const RECOVER_BODY: &str =
+    "The body must be {\"since\": RFC 3339 date-time, \"until\"?: RFC 3339 date-time}.";
+
+fn rfc3339(field: &str, v: &str) -> Result<chrono::DateTime<Utc>, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| ApiError::BadRequest(format!("{field} must be an RFC 3339 date-time.")))
+}
+
+/// Deliver again every dead letter that failed in the window (`since` ≤ failed < `until`).
+#[utoipa::path(post, path = "/v2/topics/{name}/subscriptions/{id}/recover", tag = "subscriptions",
+    params(("name" = String, Path), ("id" = String, Path)),
+    request_body(content = Object, description = "{\"since\": RFC 3339, \"until\"?: RFC 3339 (default now)}"),
+    responses((status = 202, body = RecoverOut), (status = 400, body = ErrorOut), (status = 404, body = ErrorOut)))]
+async fn recover_subscription(
+    State(state): State<AppState>,
+    identity: V2Identity,
+    TopicPath(name): TopicPath,
+    SubscriptionPath(id): SubscriptionPath,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let identity = identity.writer()?;
+    let doc: Value = body.limit(MAX_BODY_BYTES)?.json()?;
+    let window = match object_fields::<RecoverIn>(doc) {
+        Some(Ok(w)) => w,
+        _ => return Err(ApiError::BadRequest(RECOVER_BODY.into())),
+    };
+    let since = rfc3339("since", &window.since)?;
+    let until = window
+        .until
+        .as_deref()
+        .map(|u| rfc3339("until", u))
+        .transpose()?;
+    service(&state).get(&identity.project, &name, &id).await?;
+    let recovered = state
+        .store
+        .replay_dead_letters(&identity.project, &name, &id, |letter| {
+            letter.failed_at >= since && until.is_none_or(|u| letter.failed_at < u)
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(RecoverOut { recovered })).into_response())
 }
 
 pub(super) fn router() -> Router<AppState> {
@@ -404,5 +502,9 @@ pub(super) fn router() -> Router<AppState> {
         .route(
             "/v2/topics/{name}/subscriptions/{id}/dead_letters/replay",
             post(replay_dead_letters),
+        )
+        .route(
+            "/v2/topics/{name}/subscriptions/{id}/recover",
+            post(recover_subscription),
         )
 }

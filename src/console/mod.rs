@@ -102,6 +102,14 @@ pub(crate) fn router() -> Router<AppState> {
             "/console/topics/{name}/subscriptions/{id}/replay",
             post(subscriptions::replay),
         )
+        .route(
+            "/console/topics/{name}/subscriptions/{id}/recover",
+            post(subscriptions::recover),
+        )
+        .route(
+            "/console/topics/{name}/subscriptions/{id}/enabled",
+            post(subscriptions::set_enabled),
+        )
         .route("/console/messages", get(messages::list_messages))
         .route(
             "/console/messages/{id}/delete",

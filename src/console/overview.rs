@@ -23,8 +23,7 @@ use super::{
 };
 use crate::{
     api::AppState,
-    config::Config,
-    domain::{ProjectId, Subscriber, TopicName},
+    domain::{ProjectId, TopicName},
     store::{names::stream_name, subscriptions::Subscription, StoreError},
 };
 
@@ -33,17 +32,9 @@ const CONCURRENCY: usize = 16;
 /// Topics listed on the overview (the topics page pages through all of them).
 const TOPICS_SHOWN: usize = 10;
 
-/// A subscription's status, as the console shows it.
-pub(crate) fn status(config: &Config, sub: &Subscription) -> &'static str {
-    let awaits = Subscriber::parse(&sub.subscriber)
-        .is_ok_and(|s| s.awaits_confirmation(config.require_confirmation, sub.confirmed));
-    if sub.unsubscribed {
-        "unsubscribed"
-    } else if awaits {
-        "unconfirmed"
-    } else {
-        "active"
-    }
+/// A subscription's status, as the API's `GET …/subscriptions/{id}` says it.
+pub(crate) fn status(state: &AppState, sub: &Subscription) -> &'static str {
+    super::topics::service(state).status(sub)
 }
 
 /// Subscriptions by status need every topic's consumers (1,000 topics: 1,000 requests,
@@ -89,7 +80,7 @@ async fn count(state: &AppState, project: &ProjectId) -> Result<Tally, StoreErro
     let now = chrono::Utc::now();
     let mut by_status = BTreeMap::new();
     for sub in subs.iter().flatten().filter(|s| !s.is_expired(now)) {
-        *by_status.entry(status(&state.config, sub)).or_default() += 1;
+        *by_status.entry(status(state, sub)).or_default() += 1;
     }
     Ok(Tally {
         at: Instant::now(),

@@ -5,6 +5,7 @@ use axum::{
     extract::{Path, Query, State},
     response::Response,
 };
+use futures::{stream, StreamExt, TryStreamExt};
 use maud::html;
 use serde_json::{json, Map, Value};
 
@@ -17,11 +18,16 @@ use crate::{
     api::{self, AppState},
     domain::{TopicMetadata, TopicName},
     error::ApiError,
+    store::attempts::LastAttempts,
     subscriptions::{SubscriptionDoc, Subscriptions},
 };
 
 /// Rows per page (the API's largest page).
 const PAGE: usize = 20;
+/// Subscriptions whose attempt logs are read at once.
+const CONCURRENCY: usize = 8;
+/// Newest attempt records read per subscription for its last error.
+const HEALTH_SCAN: usize = 200;
 
 /// The topic named by the path, or the console's 404.
 pub(crate) fn topic_name(raw: &str) -> Result<TopicName, Failure> {
@@ -133,7 +139,7 @@ fn json_object(field: &str, text: &str) -> Result<Value, Failure> {
 
 /// Runs a form's action; on a client error the form's page shows it (a flash) instead
 /// of an error page.
-fn flash_or(
+pub(crate) fn flash_or(
     viewer_session: &super::Session,
     back: &str,
     r: Result<String, Failure>,
@@ -217,6 +223,14 @@ pub(crate) async fn show_topic(
     )?;
     let more = subs.len() > PAGE;
     let subs = &subs[..subs.len().min(PAGE)];
+    let reads: Vec<_> = subs
+        .iter()
+        .map(|s| state.store.last_attempts(project, &s.id, HEALTH_SCAN))
+        .collect();
+    let health: Vec<LastAttempts> = stream::iter(reads)
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
     let href = topic_href(&name);
     let next = subs
         .last()
@@ -237,12 +251,16 @@ pub(crate) async fn show_topic(
             table #subscriptions {
                 thead { tr { th { "Subscriber" } th { "Status" } th { "Last error" } th { "Expires" } th { "Id" } } }
                 tbody {
-                    @for s in subs {
+                    @for (s, h) in subs.iter().zip(&health) {
                         tr {
                             td { a href={ (href) "/subscriptions/" (s.id) } { (s.subscriber) } }
-                            td { span class={ "badge " (status(&state.config, s)) } { (status(&state.config, s)) } }
-                            // Issue 13 (attempt log and health) fills this in.
-                            td.muted { "—" }
+                            td { span class={ "badge " (status(&state, s)) } { (status(&state, s)) } }
+                            td {
+                                @match (&h.error, h.failed) {
+                                    (Some(e), Some(t)) => { span.error-text { (e) } " " span.muted { (page::when(t)) } }
+                                    _ => span.muted { "—" },
+                                }
+                            }
                             td { (page::when(s.expires_at)) }
                             td.mono { (s.id) }
                         }

@@ -8,10 +8,12 @@
 //! [`RESYNC_PERIOD`] is the safety net.
 //!
 //! Layout: `pull` (the multiplexed pull engine), `worker` (`deliver_one`), `message` (what a
-//! delivery reads from a JetStream message), `payload` (what it sends), `outcome`, one module per protocol
-//! (`webhook`, `email`, `nats`, `sms`), `confirm` (subscription confirmations) and
-//! `user_messages` (the dead-letter notice to the project).
+//! delivery reads from a JetStream message), `payload` (what it sends), `outcome`, one module
+//! per protocol (`webhook`, `email`, `nats`, `sms`), `confirm` (subscription confirmations),
+//! `user_messages` (the dead-letter notice to the project) and `attempt_log` (the attempt
+//! records' writer, and auto-disable).
 
+pub mod attempt_log;
 pub mod confirm;
 pub mod email;
 pub mod message;
@@ -110,6 +112,7 @@ pub struct Deps {
     pub config: Arc<Config>,
     pub outbound: Outbound,
     pub limits: ConsumerLimits,
+    pub attempts: attempt_log::AttemptLog,
 }
 
 impl Deps {
@@ -157,12 +160,14 @@ struct Discovery {
 impl Engine {
     pub fn new(store: Store, config: Arc<Config>, outbound: Outbound) -> Self {
         let limits = consumer_limits(&config);
+        let attempts = attempt_log::AttemptLog::start(store.clone(), config.clone());
         Self {
             deps: Arc::new(Deps {
                 store,
                 config,
                 outbound,
                 limits,
+                attempts,
             }),
             running: Arc::default(),
             tracker: TaskTracker::new(),
@@ -199,6 +204,7 @@ impl Engine {
         let _ = pulling.await;
         self.tracker.close();
         self.tracker.wait().await;
+        self.deps.attempts.close().await;
         self.deps.store.flush(Duration::from_secs(2)).await;
         tracing::info!("delivery engine stopped");
     }
@@ -300,6 +306,11 @@ impl Discovery {
         if sub.is_expired(chrono::Utc::now()) {
             self.stop_where(|k| *k == key);
             deps.expire(&sub).await;
+            return Ok(());
+        }
+        // Disabled: no pulls; its messages wait in the (paused) consumer until enabled.
+        if sub.disabled {
+            self.stop_where(|k| *k == key);
             return Ok(());
         }
         let topic = match topics.get(stream) {

@@ -628,14 +628,9 @@ impl Puller {
     }
 }
 
-/// `options.max_rate` (deliveries per second), when set to a usable number.
+/// `options.max_rate` (deliveries per second), read and checked once with the options.
 fn max_rate(target: &Target) -> Option<f64> {
-    target
-        .sub
-        .options
-        .get("max_rate")
-        .and_then(serde_json::Value::as_f64)
-        .filter(|r| r.is_finite() && *r > 0.0)
+    target.sub.options.max_rate
 }
 
 async fn sleep_until(at: Option<Instant>) {

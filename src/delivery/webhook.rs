@@ -137,6 +137,18 @@ impl WebhookClient {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<(), DeliveryError> {
+        self.post_with_reply(url, headers, body, 0).await.0
+    }
+
+    /// [`Self::post`], also returning what the subscriber answered: its status and the
+    /// first `excerpt_bytes` of its body (no more is kept in memory, however long it is).
+    pub async fn post_with_reply(
+        &self,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+        excerpt_bytes: usize,
+    ) -> (Result<(), DeliveryError>, Reply) {
         let host = url.host_str().unwrap_or_default();
         let literal = host
             .trim_start_matches('[')
@@ -144,31 +156,42 @@ impl WebhookClient {
             .parse::<IpAddr>()
             .ok();
         if let Some(ip) = literal.filter(|ip| !self.guard.permits(*ip)) {
-            return Err(DeliveryError::Blocked(ip.to_string()));
+            return (
+                Err(DeliveryError::Blocked(ip.to_string())),
+                Reply::default(),
+            );
         }
-        let res = self
+        let sent = self
             .http
             .post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .headers(headers)
             .body(body)
             .send()
-            .await
-            .map_err(|e| self.classify(e))?;
+            .await;
+        let res = match sent {
+            Ok(res) => res,
+            Err(e) => return (Err(self.classify(e)), Reply::default()),
+        };
         let status = res.status();
         let retry_after = res
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        drain(res).await;
+        let excerpt = drain(res, excerpt_bytes).await;
+        let reply = Reply {
+            status: Some(status.as_u16()),
+            excerpt,
+        };
         if status.is_success() {
-            return Ok(());
+            return (Ok(()), reply);
         }
-        Err(DeliveryError::Status {
+        let error = DeliveryError::Status {
             status: status.as_u16(),
             retry_after,
-        })
+        };
+        (Err(error), reply)
     }
 
     fn classify(&self, e: reqwest::Error) -> DeliveryError {
@@ -202,17 +225,46 @@ fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Dura
     Some(delay.min(MAX_RETRY_AFTER))
 }
 
-/// Reads (and drops) a bounded response body so the connection goes back to the pool;
-/// a larger body closes the connection instead of being buffered.
-async fn drain(mut res: reqwest::Response) {
+/// What a subscriber answered, for the attempt log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: Option<u16>,
+    /// The start of the body (UTF-8, lossy), when asked for and not empty.
+    pub excerpt: Option<String>,
+}
+
+/// Reads a bounded response body so the connection goes back to the pool, keeping its
+/// first `excerpt_bytes`; a larger body closes the connection instead of being buffered.
+async fn drain(mut res: reqwest::Response, excerpt_bytes: usize) -> Option<String> {
     const MAX_DRAIN_BYTES: usize = 64 * 1024;
+    let mut excerpt = Vec::new();
     let mut read = 0;
     while let Ok(Some(chunk)) = res.chunk().await {
+        let room = excerpt_bytes.saturating_sub(excerpt.len());
+        excerpt.extend_from_slice(&chunk[..room.min(chunk.len())]);
         read += chunk.len();
         if read > MAX_DRAIN_BYTES {
-            return;
+            break;
         }
     }
+    excerpt_text(excerpt)
+}
+
+/// The excerpt as text: a character cut at the end is dropped, other invalid UTF-8 shows
+/// as U+FFFD.
+fn excerpt_text(mut bytes: Vec<u8>) -> Option<String> {
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        if e.error_len().is_none() {
+            bytes.truncate(e.valid_up_to());
+        }
+    }
+    if bytes.is_empty() {
+        return None;
+    }
+    Some(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -273,6 +325,19 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_excerpt_drops_a_character_cut_at_its_end() {
+        assert_eq!(excerpt_text(b"ok".to_vec()).as_deref(), Some("ok"));
+        assert_eq!(excerpt_text(Vec::new()), None);
+        let mut cut = "é".repeat(3).into_bytes();
+        cut.pop();
+        assert_eq!(excerpt_text(cut).as_deref(), Some("éé"));
+        assert_eq!(
+            excerpt_text(b"a\xffb".to_vec()).as_deref(),
+            Some("a\u{fffd}b")
+        );
+    }
 
     #[test]
     fn the_guard_refuses_internal_addresses_unless_allowed() {

@@ -12,11 +12,14 @@ use reqwest::{header::HeaderValue, Url};
 use serde_json::Value;
 
 use super::{
+    attempt_log::Entry,
     email::{Email, DEFAULT_SUBJECT},
     message::{attempt_number, header, message_id, not_before, parse_ttl, remaining_delay},
     outcome::{DeliveryError, Outcome},
     payload::{apply_template, notification, signature_headers},
-    sms, user_messages, webhook, Deps,
+    sms, user_messages,
+    webhook::{self, Reply},
+    Deps,
 };
 use crate::{
     domain::{
@@ -24,6 +27,7 @@ use crate::{
         RetryPolicy, Subscriber, TopicName,
     },
     store::{
+        attempts::{Attempt, AttemptOutcome},
         dead_letters::DeadLetter,
         messages::{HEADER_NOT_BEFORE, HEADER_TTL},
         subscriptions::Subscription,
@@ -105,11 +109,78 @@ impl Target {
     }
 }
 
-/// Settles a message the subscription's filter policy does not match: acked, counted, no
-/// attempt.
-pub(crate) async fn settle_filtered(_deps: &Deps, target: &Target, message: &jetstream::Message) {
+/// Settles a message the subscription's filter policy does not match: acked, counted and
+/// recorded as a `filtered` attempt.
+pub(crate) async fn settle_filtered(deps: &Deps, target: &Target, message: &jetstream::Message) {
     let _ = message.ack().await;
     target.metrics.filtered.increment(1);
+    if let Ok(info) = message.info() {
+        let (id, _) = message_id(message, &target.stream, info.stream_sequence);
+        let attempt = u64::try_from(info.delivered.max(1)).unwrap_or(1);
+        let facts = Facts::none(Utc::now());
+        record(
+            deps,
+            target,
+            &id,
+            attempt,
+            AttemptOutcome::Filtered,
+            facts,
+            None,
+            None,
+        );
+    }
+}
+
+/// What an attempt record says about the try itself.
+struct Facts {
+    started_at: chrono::DateTime<Utc>,
+    duration_ms: u64,
+    reply: Reply,
+}
+
+impl Facts {
+    /// Nothing was sent.
+    fn none(at: chrono::DateTime<Utc>) -> Self {
+        Self {
+            started_at: at,
+            duration_ms: 0,
+            reply: Reply::default(),
+        }
+    }
+}
+
+/// Hands the attempt's record to the attempt log (never waits).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    deps: &Deps,
+    target: &Target,
+    id: &str,
+    attempt: u64,
+    outcome: AttemptOutcome,
+    facts: Facts,
+    error: Option<&DeliveryError>,
+    next_attempt_in: Option<Duration>,
+) {
+    let record = Attempt {
+        id: uuid::Uuid::new_v4().to_string(),
+        message_id: id.to_owned(),
+        subscription_id: target.sub.id.clone(),
+        attempt,
+        started_at: facts.started_at,
+        duration_ms: facts.duration_ms,
+        outcome,
+        status_code: facts.reply.status,
+        response: facts.reply.excerpt,
+        error: error.map(ToString::to_string),
+        next_attempt_at: next_attempt_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| Utc::now() + d),
+    };
+    deps.attempts.record(Entry {
+        project: target.sub.project.clone(),
+        topic: target.sub.topic.clone(),
+        record,
+    });
 }
 
 /// What the message itself must satisfy for this subscriber, checked before any attempt.
@@ -177,6 +248,18 @@ async fn settle(
     tracing::Span::current().record("message_id", id.as_str());
     if !receives_now(deps, target, now) {
         let _ = message.ack().await;
+        let attempt = attempt_number(delivered, published_ms, None);
+        let facts = Facts::none(now);
+        record(
+            deps,
+            target,
+            &id,
+            attempt,
+            AttemptOutcome::Skipped,
+            facts,
+            None,
+            None,
+        );
         return Outcome::Skipped;
     }
     let ttl = header(message, HEADER_TTL)
@@ -186,7 +269,8 @@ async fn settle(
         Ok(nb) => nb,
         Err(e) => {
             let attempt = attempt_number(delivered, published_ms, None);
-            return fail(deps, target, message, &id, attempt, ttl, e).await;
+            let facts = Facts::none(now);
+            return fail(deps, target, message, &id, attempt, ttl, e, facts).await;
         }
     };
     if let Some(nb) = not_before {
@@ -198,7 +282,17 @@ async fn settle(
     }
     let attempt = attempt_number(delivered, published_ms, not_before);
     if let Err(e) = id_ok.and_then(|()| check_deliverable(target, &message.payload)) {
-        return fail(deps, target, message, &id, attempt, ttl, e).await;
+        return fail(
+            deps,
+            target,
+            message,
+            &id,
+            attempt,
+            ttl,
+            e,
+            Facts::none(now),
+        )
+        .await;
     }
     let payload = notification(
         &message.payload,
@@ -208,16 +302,32 @@ async fn settle(
         attributes,
     );
 
-    let result =
+    let started = std::time::Instant::now();
+    let (result, reply) =
         with_progress_acks(deps, message, send(deps, target, &id, payload, attributes)).await;
+    let facts = Facts {
+        started_at: now,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        reply,
+    };
     match result {
         Ok(()) => {
             let _ = message.ack().await;
             let latency = now.timestamp_millis().saturating_sub(published_ms).max(0) as f64 / 1e3;
             target.metrics.latency.record(latency);
+            record(
+                deps,
+                target,
+                &id,
+                attempt,
+                AttemptOutcome::Delivered,
+                facts,
+                None,
+                None,
+            );
             Outcome::Delivered
         }
-        Err(error) => fail(deps, target, message, &id, attempt, ttl, error).await,
+        Err(error) => fail(deps, target, message, &id, attempt, ttl, error, facts).await,
     }
 }
 
@@ -233,13 +343,9 @@ fn receives_now(deps: &Deps, target: &Target, now: chrono::DateTime<Utc>) -> boo
 
 /// Runs `send`, telling JetStream we are still working every third of `ack_wait`, so a slow
 /// subscriber never gets a concurrent duplicate.
-async fn with_progress_acks<F>(
-    deps: &Deps,
-    message: &jetstream::Message,
-    send: F,
-) -> Result<(), DeliveryError>
+async fn with_progress_acks<F, T>(deps: &Deps, message: &jetstream::Message, send: F) -> T
 where
-    F: std::future::Future<Output = Result<(), DeliveryError>>,
+    F: std::future::Future<Output = T>,
 {
     tokio::pin!(send);
     let period = deps.limits.ack_wait / 3;
@@ -252,6 +358,7 @@ where
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fail(
     deps: &Deps,
     target: &Target,
@@ -260,6 +367,7 @@ async fn fail(
     attempt: u64,
     ttl: u64,
     error: DeliveryError,
+    facts: Facts,
 ) -> Outcome {
     tracing::debug!(error = %error, attempt, "delivery attempt failed");
     if !error.is_permanent() {
@@ -273,6 +381,17 @@ async fn fail(
             let delay = error.retry_after().map_or(delay, |ra| ra.max(delay));
             let nak = if delay.is_zero() { None } else { Some(delay) };
             let _ = message.ack_with(AckKind::Nak(nak)).await;
+            let outcome = AttemptOutcome::Retry;
+            record(
+                deps,
+                target,
+                id,
+                attempt,
+                outcome,
+                facts,
+                Some(&error),
+                Some(delay),
+            );
             return Outcome::Retry {
                 attempt,
                 after: delay,
@@ -298,10 +417,31 @@ async fn fail(
     {
         tracing::warn!(error = %e, "dead letter not recorded yet; message kept");
         let _ = message.ack_with(AckKind::Nak(Some(POSTPONE))).await;
+        let outcome = AttemptOutcome::Retry;
+        record(
+            deps,
+            target,
+            id,
+            attempt,
+            outcome,
+            facts,
+            Some(&error),
+            Some(POSTPONE),
+        );
         return Outcome::Postponed;
     }
     // Double ack: the message must not come back once it is a dead letter.
     let _ = message.double_ack_with(AckKind::Term).await;
+    record(
+        deps,
+        target,
+        id,
+        attempt,
+        AttemptOutcome::Failed,
+        facts,
+        Some(&error),
+        None,
+    );
     let event = if error.refused_by_policy() {
         user_messages::EVENT_REFUSED_BY_POLICY
     } else if error.is_permanent() {
@@ -317,8 +457,25 @@ async fn fail(
     Outcome::DeadLettered { attempts: attempt }
 }
 
-/// One attempt, by protocol.
+/// One attempt, by protocol, with what the subscriber answered (webhooks).
 async fn send(
+    deps: &Deps,
+    target: &Target,
+    id: &str,
+    payload: String,
+    attributes: &Attributes,
+) -> (Result<(), DeliveryError>, Reply) {
+    if let Subscriber::Webhook { url } | Subscriber::Trust { url } = &target.subscriber {
+        return send_webhook(deps, target, url, id, payload).await;
+    }
+    (
+        send_other(deps, target, id, payload, attributes).await,
+        Reply::default(),
+    )
+}
+
+/// An email, NATS or SMS attempt.
+async fn send_other(
     deps: &Deps,
     target: &Target,
     id: &str,
@@ -327,9 +484,9 @@ async fn send(
 ) -> Result<(), DeliveryError> {
     let options = &target.sub.options;
     match &target.subscriber {
-        Subscriber::Webhook { url } | Subscriber::Trust { url } => {
-            send_webhook(deps, target, url, id, payload).await
-        }
+        Subscriber::Webhook { .. } | Subscriber::Trust { .. } => Err(DeliveryError::Misconfigured(
+            "a webhook goes through send_webhook".into(),
+        )),
         Subscriber::Email { address, subject } => {
             let mailer = deps.outbound.mailer.as_ref().ok_or_else(|| {
                 DeliveryError::Misconfigured("no SMTP relay configured (HERALD_SMTP_URL)".into())
@@ -380,7 +537,25 @@ async fn send_webhook(
     url: &Url,
     id: &str,
     payload: String,
-) -> Result<(), DeliveryError> {
+) -> (Result<(), DeliveryError>, Reply) {
+    let request = match webhook_request(target, id, payload) {
+        Ok(r) => r,
+        Err(e) => return (Err(e), Reply::default()),
+    };
+    let (headers, body) = request;
+    let excerpt = deps.attempts.response_bytes();
+    deps.outbound
+        .webhook
+        .post_with_reply(url, headers, body, excerpt)
+        .await
+}
+
+/// The headers and body of a webhook attempt.
+fn webhook_request(
+    target: &Target,
+    id: &str,
+    payload: String,
+) -> Result<(reqwest::header::HeaderMap, Bytes), DeliveryError> {
     let options = &target.sub.options;
     let body = match options.get("post_data") {
         Some(template) => apply_template(template, &payload),
@@ -407,7 +582,7 @@ async fn send_webhook(
             })?,
         );
     }
-    deps.outbound.webhook.post(url, headers, body).await
+    Ok((headers, body))
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ pub struct SubscriptionOptions {
     pub subject: Option<String>,
     /// `from`: the email sender.
     pub from: Option<String>,
+    /// `max_rate`: deliveries per second across all Herald processes (> 0).
+    pub max_rate: Option<f64>,
 }
 
 impl SubscriptionOptions {
@@ -28,6 +30,10 @@ impl SubscriptionOptions {
             secret: text("secret"),
             subject: text("subject"),
             from: text("from"),
+            max_rate: doc
+                .get("max_rate")
+                .and_then(Value::as_f64)
+                .filter(|r| valid_max_rate(*r)),
             doc,
         }
     }
@@ -42,6 +48,11 @@ impl SubscriptionOptions {
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.doc.get(key)
     }
+}
+
+/// A usable `max_rate`: a finite number of deliveries per second above zero.
+pub fn valid_max_rate(rate: f64) -> bool {
+    rate.is_finite() && rate > 0.0
 }
 
 impl From<Map<String, Value>> for SubscriptionOptions {
@@ -64,25 +75,27 @@ mod tests {
     fn typed_keys_are_read_and_the_document_is_kept_whole() {
         let o = options(json!({
             "ordered": true, "secret": "s", "subject": "Hi", "from": "a@b.c",
-            "post_data": {"x": "$zaqar_message$"}, "vendor": 1,
+            "post_data": {"x": "$zaqar_message$"}, "vendor": 1, "max_rate": 2.5,
         }));
+        assert_eq!(o.max_rate, Some(2.5));
         assert!(o.ordered);
         assert_eq!(o.secret.as_deref(), Some("s"));
         assert_eq!(o.subject.as_deref(), Some("Hi"));
         assert_eq!(o.from.as_deref(), Some("a@b.c"));
         assert_eq!(o.get("vendor"), Some(&json!(1)));
-        assert_eq!(o.doc().len(), 6);
+        assert_eq!(o.doc().len(), 7);
     }
 
     #[test]
     fn a_key_of_the_wrong_type_reads_as_unset() {
-        let o = options(json!({"ordered": "yes", "secret": 5, "from": null}));
+        let o = options(json!({"ordered": "yes", "secret": 5, "from": null, "max_rate": 0}));
         assert!(!o.ordered);
+        assert_eq!(o.max_rate, None);
         assert_eq!(o.secret, None);
         assert_eq!(o.from, None);
         assert_eq!(
             o,
-            options(json!({"ordered": "yes", "secret": 5, "from": null}))
+            options(json!({"ordered": "yes", "secret": 5, "from": null, "max_rate": 0}))
         );
         assert_eq!(SubscriptionOptions::default().doc().len(), 0);
     }

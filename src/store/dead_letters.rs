@@ -150,14 +150,14 @@ impl Store {
     }
 
     /// Puts dead letters back on the subscription's replay subject (only its consumer
-    /// receives them), then removes them from the dead letters. `ids` narrows to those
-    /// message ids. Returns how many were replayed.
+    /// receives them), then removes them from the dead letters. `keep` chooses which
+    /// (by message id, by failure time). Returns how many were replayed.
     pub async fn replay_dead_letters(
         &self,
         project: &ProjectId,
         topic: &TopicName,
         subscription: &str,
-        ids: Option<&[String]>,
+        keep: impl Fn(&DeadLetter) -> bool,
     ) -> Result<usize, StoreError> {
         let topic_stream = stream_name(project, topic);
         let mut marker = 0;
@@ -172,7 +172,7 @@ impl Store {
             marker = last.seq;
             for stored in page {
                 let letter = &stored.letter;
-                if ids.is_some_and(|ids| !ids.contains(&letter.message_id)) {
+                if !keep(letter) {
                     continue;
                 }
                 // A record Herald did not write may hold an id no header can carry

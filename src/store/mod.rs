@@ -3,6 +3,7 @@
 
 // Only the names are public: the bench and the tests build subjects and stream names with
 // them; everything else is reached through `Store`'s methods.
+pub(crate) mod attempts;
 pub(crate) mod dead_letters;
 pub(crate) mod discovery;
 pub(crate) mod errors;
@@ -85,6 +86,10 @@ pub struct Store {
     buckets: Arc<OnceCell<Buckets>>,
     dead_letters: Arc<OnceCell<jetstream::stream::Stream>>,
     leases: Arc<OnceCell<kv::Store>>,
+    attempts: Arc<OnceCell<jetstream::stream::Stream>>,
+    health: Arc<OnceCell<kv::Store>>,
+    /// `HERALD_ATTEMPTS`' limits: age and bytes.
+    attempt_limits: (Duration, i64),
     topic_cache: topic_cache::TopicCache,
 }
 
@@ -131,6 +136,12 @@ impl Store {
             buckets: Arc::new(OnceCell::new()),
             dead_letters: Arc::new(OnceCell::new()),
             leases: Arc::new(OnceCell::new()),
+            attempts: Arc::new(OnceCell::new()),
+            health: Arc::new(OnceCell::new()),
+            attempt_limits: (
+                config.attempt_log_max_age(),
+                i64::try_from(config.attempt_log_max_bytes).unwrap_or(i64::MAX),
+            ),
             topic_cache: topic_cache::TopicCache::default(),
         })
     }

@@ -89,6 +89,8 @@ pub const META_CONFIRMED: &str = "herald.confirmed";
 pub const META_UNSUBSCRIBED: &str = "herald.unsubscribed";
 pub const META_USER: &str = "herald.source_user";
 pub const META_TOKEN: &str = "herald.delegated_token";
+/// Set (`"true"`) while the subscription is disabled (by hand or auto-disable).
+pub const META_DISABLED: &str = "herald.disabled";
 
 // Dead letters ------------------------------------------------------------------------------
 
@@ -103,6 +105,27 @@ pub fn dead_letter_subject(project: &ProjectId, stream: &str, subscription: &str
 
 /// Delivery leases (`store::leases`), key `{stream}.{consumer}`.
 pub const LEASES_BUCKET: &str = "herald_leases";
+
+// Attempts ----------------------------------------------------------------------------------
+
+/// Every delivery attempt, one record each (design.md "Attempts, health and control").
+pub const ATTEMPTS_STREAM: &str = "HERALD_ATTEMPTS";
+/// Every attempt record's subject (the stream's subjects).
+pub const ATTEMPTS_SUBJECTS: &str = "herald.attempts.>";
+
+/// The subject of `subscription`'s attempt records (public contract).
+pub fn attempt_subject(project: &ProjectId, subscription: &str) -> String {
+    format!("herald.attempts.{project}.{subscription}")
+}
+
+/// Bucket holding, per failing subscription, when its current run of failures began
+/// (auto-disable), key [`health_key`].
+pub const HEALTH_BUCKET: &str = "herald_subscription_health";
+
+/// The subscription's key in [`HEALTH_BUCKET`].
+pub fn health_key(project: &ProjectId, subscription: &str) -> String {
+    format!("{project}.{subscription}")
+}
 
 // User messages -----------------------------------------------------------------------------
 
@@ -160,6 +183,8 @@ mod tests {
             format!("herald.dead_letters.p1.{stream}.s")
         );
         assert_eq!(topic_key(&p, &t), "p1.a.b");
+        assert_eq!(attempt_subject(&p, "s"), "herald.attempts.p1.s");
+        assert_eq!(health_key(&p, "s"), "p1.s");
         assert_eq!(kv_stream(TOPICS_BUCKET), "KV_herald_topics");
         assert_eq!(
             kv_project_filter(TOPICS_BUCKET, &p),

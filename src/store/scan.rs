@@ -44,10 +44,7 @@ async fn scan(
     // checks) would fill the bucket's stream and every further one would be refused. The
     // guard deletes it in the background however the scan ends (also when the request is
     // dropped), so the caller does not wait for it.
-    let _cleanup = DeleteOnDrop {
-        stream: stream.clone(),
-        name: consumer.cached_info().name.clone(),
-    };
+    let _cleanup = DeleteOnDrop::new(stream, consumer.cached_info().name.clone());
     read_all(consumer).await
 }
 
@@ -75,9 +72,18 @@ async fn read_all(consumer: Consumer<pull::OrderedConfig>) -> Result<Vec<Message
 
 /// Deletes a scan's ephemeral consumer in the background, however the scan ended, so
 /// listing costs no extra round trip.
-struct DeleteOnDrop {
+pub(super) struct DeleteOnDrop {
     stream: Stream,
     name: String,
+}
+
+impl DeleteOnDrop {
+    pub(super) fn new(stream: &Stream, name: String) -> Self {
+        Self {
+            stream: stream.clone(),
+            name,
+        }
+    }
 }
 
 impl Drop for DeleteOnDrop {

@@ -21,8 +21,8 @@ use super::{
     },
     names::{
         changed_subject, replay_subject, stream_name, topic_subject, META_CONFIRMED, META_CREATED,
-        META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN, META_TOPIC,
-        META_TTL, META_UNSUBSCRIBED, META_USER,
+        META_DISABLED, META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN,
+        META_TOPIC, META_TTL, META_UNSUBSCRIBED, META_USER,
     },
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
@@ -91,6 +91,9 @@ pub struct Subscription {
     pub source_user: Option<String>,
     /// Token Herald presents to a `trust+` subscriber on the creator's behalf.
     pub delegated_token: Option<String>,
+    /// Disabled by hand (`options.enabled = false`) or after failing for `disable_after`:
+    /// no worker runs for it and its messages wait in the consumer.
+    pub disabled: bool,
 }
 
 impl Subscription {
@@ -119,6 +122,9 @@ impl Subscription {
         ]);
         if self.unsubscribed {
             m.insert(META_UNSUBSCRIBED.to_owned(), "true".to_owned());
+        }
+        if self.disabled {
+            m.insert(META_DISABLED.to_owned(), "true".to_owned());
         }
         if let Some(u) = &self.source_user {
             m.insert(META_USER.to_owned(), u.clone());
@@ -174,6 +180,7 @@ impl Subscription {
                 unsubscribed: metadata.get(META_UNSUBSCRIBED).is_some_and(|v| v == "true"),
                 source_user: metadata.get(META_USER).cloned(),
                 delegated_token: metadata.get(META_TOKEN).cloned(),
+                disabled: metadata.get(META_DISABLED).is_some_and(|v| v == "true"),
             })
         })();
         match decoded {
@@ -311,6 +318,21 @@ impl Store {
         }
     }
 
+    /// Messages waiting for the subscription: not yet pulled plus pulled and not acked.
+    pub async fn subscription_pending(
+        &self,
+        project: &ProjectId,
+        topic: &TopicName,
+        id: &str,
+    ) -> Result<u64, StoreError> {
+        let stream = self.stream_of(project, topic).await?;
+        match stream.consumer_info(id).await {
+            Ok(info) => Ok(info.num_pending + info.num_ack_pending as u64),
+            Err(e) if is_consumer_not_found(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     /// Creates the subscription unless the same subscriber already subscribes.
     pub async fn create_subscription(
         &self,
@@ -375,7 +397,14 @@ impl Store {
         // that still holds the old subscription; they all learn of the change (announced
         // below) well within the pause, which then ends by itself. (A config update does
         // not pause; the pause API must come first.)
-        let until = time::OffsetDateTime::now_utc() + CHANGE_BARRIER;
+        // A disabled subscription stays paused until enabled: a pull request still waiting
+        // on the server from before must not be handed its messages (each hand-back would
+        // count as a delivery and spend its retries).
+        let until = if sub.disabled {
+            time::OffsetDateTime::now_utc() + time::Duration::days(365 * 100)
+        } else {
+            time::OffsetDateTime::now_utc() + CHANGE_BARRIER
+        };
         match stream.pause_consumer(&sub.id, until).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Err(StoreError::NotFound),
@@ -463,6 +492,7 @@ mod tests {
             unsubscribed: true,
             source_user: Some("u".into()),
             delegated_token: None,
+            disabled: true,
         };
         let back = Subscription::from_consumer(&sub.id, &sub.metadata()).unwrap();
         assert_eq!(back, sub);

@@ -18,6 +18,7 @@ pub(crate) enum RecordKind {
     UserMessage,
     Subscription,
     DeadLetter,
+    Attempt,
 }
 
 impl RecordKind {
@@ -27,6 +28,7 @@ impl RecordKind {
             Self::UserMessage => "user_message",
             Self::Subscription => "subscription",
             Self::DeadLetter => "dead_letter",
+            Self::Attempt => "attempt",
         }
     }
 }

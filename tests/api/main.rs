@@ -1,5 +1,6 @@
 //! One integration-test binary: every module drives a real nats-server and Herald.
 
+mod attempts;
 mod bad_input;
 mod cinderclient;
 mod console;

@@ -236,6 +236,23 @@ def main():
         )
         assert "Published message" in c.flash(), c.flash()
         eventually("the first message at the receiver", lambda: received_ok("first-delivery"))
+
+        # The attempt shows in the subscription's attempt log (written in the background).
+        def attempt_rows(outcome):
+            c.open(sub_path)
+            rows = driver.find_elements(By.CSS_SELECTOR, "#attempt-log tbody tr")
+            return [r for r in rows if outcome in r.text]
+
+        rows = eventually("the delivered attempt", lambda: attempt_rows("delivered"))
+        assert "200" in rows[0].text, rows[0].text
+
+        # Disable and enable it again from the console.
+        c.submit("#enable")
+        assert "disabled" in c.flash(), c.flash()
+        assert driver.find_element(By.ID, "status").text == "disabled"
+        c.submit("#enable")
+        assert "enabled" in c.flash(), c.flash()
+        assert driver.find_element(By.ID, "status").text == "active"
         c.open(f"/console/topics/{TOPIC}")
         rows = driver.find_elements(By.CSS_SELECTOR, "#subscriptions tbody tr")
         assert len(rows) == 1 and hook in rows[0].text, [r.text for r in rows]
@@ -257,6 +274,10 @@ def main():
         assert len(rows) == 1, [r.text for r in rows]
         assert "400" in rows[0].text, rows[0].text
         assert "<script>alert('xss-body')</script>" in rows[0].text, "the body is shown as text"
+        failed = eventually("the failed attempt in the log", lambda: attempt_rows("failed"))
+        assert "400" in failed[0].text, failed[0].text
+        assert "400" in driver.find_element(By.ID, "last-error").text
+        rows = driver.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
         c.shot("subscription")
 
         # Repair the receiver and replay the dead letter from the console.

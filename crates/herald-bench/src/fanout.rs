@@ -78,8 +78,30 @@ async fn herald_run_with(
     messages: usize,
     filtered: bool,
 ) -> Result<(f64, f64)> {
+    herald_run_full(bins, args, n, messages, filtered, &[]).await
+}
+
+/// [`herald_run`] with Herald started with extra environment variables.
+pub async fn herald_run_env(
+    bins: &Bins,
+    args: &Args,
+    n: usize,
+    messages: usize,
+    env: &[(&str, String)],
+) -> Result<(f64, f64)> {
+    herald_run_full(bins, args, n, messages, false, env).await
+}
+
+async fn herald_run_full(
+    bins: &Bins,
+    args: &Args,
+    n: usize,
+    messages: usize,
+    filtered: bool,
+    env: &[(&str, String)],
+) -> Result<(f64, f64)> {
     let nats = Nats::start(bins, args.sync_always).await?;
-    let herald = Herald::start(bins, &nats.url, &[]).await?;
+    let herald = Herald::start(bins, &nats.url, env).await?;
     let receiver = Receiver::start().await?;
     let api = HeraldApi::new(&herald.base);
     api.create_topic("fanout").await?;

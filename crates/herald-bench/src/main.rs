@@ -5,6 +5,7 @@
 //!     cargo build --release --workspace --bins && target/release/herald-bench all
 
 mod api;
+mod attempts;
 mod env;
 mod fanout;
 mod footprint;
@@ -114,6 +115,23 @@ enum Scenario {
         #[arg(long, requires = "nats_url")]
         herald_url: Option<String>,
     },
+    /// Attempt log: fan-out 1 × N with the log on ÷ off, and one subscription's attempt
+    /// page among `small` then `total` records.
+    Attempts {
+        #[arg(long, default_value_t = 10)]
+        subscriptions: usize,
+        #[arg(long, default_value_t = 20_000)]
+        deliveries: usize,
+        #[arg(long, default_value_t = 100_000)]
+        small: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        total: usize,
+        /// Subscriptions the records are spread over (the measured one among them).
+        #[arg(long, default_value_t = 1000)]
+        subjects: usize,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Every scenario with its defaults (latency shortened to 30 s).
     All,
 }
@@ -206,6 +224,25 @@ async fn run_scenario(
             scale::run(bins, &args).await
         }
         Scenario::Footprint => footprint::run(bins).await,
+        Scenario::Attempts {
+            subscriptions,
+            deliveries,
+            small,
+            total,
+            subjects,
+            samples,
+        } => {
+            let args = attempts::Args {
+                subscriptions,
+                deliveries,
+                small,
+                total,
+                subjects,
+                samples,
+                sync_always,
+            };
+            attempts::run(bins, &args).await
+        }
         user_messages @ Scenario::UserMessages { .. } => {
             run_user_messages(bins, user_messages, sync_always).await
         }

@@ -41,6 +41,8 @@ struct ReceiverState {
     received: Arc<Mutex<Vec<Received>>>,
     /// Status to answer, `Retry-After` seconds, and a delay before answering.
     answer: Arc<Mutex<(u16, Option<u64>, Duration)>>,
+    /// The reply body (empty by default).
+    body: Arc<Mutex<Bytes>>,
 }
 
 /// A webhook receiver on 127.0.0.1.
@@ -62,7 +64,8 @@ async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: B
         raw,
         at: Instant::now(),
     });
-    let mut res = StatusCode::from_u16(status).unwrap().into_response();
+    let reply = state.body.lock().unwrap().clone();
+    let mut res = (StatusCode::from_u16(status).unwrap(), reply).into_response();
     if let Some(s) = retry_after {
         res.headers_mut()
             .insert("retry-after", s.to_string().parse().unwrap());
@@ -79,6 +82,7 @@ impl Receiver {
         let state = ReceiverState {
             received: Arc::default(),
             answer: Arc::new(Mutex::new((200, None, Duration::ZERO))),
+            body: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -100,6 +104,11 @@ impl Receiver {
 
     pub fn answer(&self, status: u16, retry_after: Option<u64>, delay: Duration) {
         *self.state.answer.lock().unwrap() = (status, retry_after, delay);
+    }
+
+    /// The body of every following reply.
+    pub fn answer_body(&self, body: impl Into<Bytes>) {
+        *self.state.body.lock().unwrap() = body.into();
     }
 
     pub fn received(&self) -> Vec<Received> {
