@@ -63,6 +63,20 @@ ensure_kannel() {
   fi
 }
 
+# Installs headless Chromium and its WebDriver (Debian packages `chromium`,
+# `chromium-driver`; sudo only when not root) for the console's browser test
+# (tests/api/console.rs), when either is missing.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return
+  fi
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  log "installing chromium and chromium-driver (apt-get)"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends chromium chromium-driver
+}
+
 KEYSTONE_VENV="$HERALD_ROOT/.venv-keystone"
 KEYSTONE_REQUIREMENTS="$HERALD_ROOT/scripts/requirements-keystone.txt"
 

@@ -24,6 +24,8 @@
 //!   one inbox for every subscription), `deliver_one` (retries, dead letters) and one
 //!   module per protocol; its transports (webhook, email, NATS on its own connection, SMS)
 //!   and the user-message responder are the only other code that opens network connections.
+//! - [`console`]: the operator web console at `/console/` (server-rendered HTML); it calls
+//!   the same services and store functions as the API handlers.
 //! - [`auth`]: identities from headers, a tokens file or Keystone; Keystone trusts for
 //!   `trust+` subscribers; the NATS auth callout for native clients with Keystone tokens.
 //! - [`config`], [`telemetry`], [`server`], [`shutdown`], [`startup`]: process plumbing.
@@ -33,6 +35,7 @@ pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod domain;
 pub mod error;

@@ -87,6 +87,7 @@ impl Application {
             metrics: telemetry::metrics_handle(),
             user_messages,
             outbound,
+            console: crate::console::Console::new(),
         });
         Ok(Self {
             listener,
@@ -140,6 +141,13 @@ impl Application {
             tasks.spawn(engine.run(shutdown.clone()));
         }
         if let Some(listener) = self.listener {
+            tasks.spawn(
+                self.state
+                    .console
+                    .history()
+                    .clone()
+                    .sample(self.state.metrics.clone(), shutdown.clone()),
+            );
             let app = api::router(self.state.clone());
             tracing::info!(address = %listener.local_addr()?, "API listening");
             crate::server::serve(listener, app, shutdown.clone()).await;

@@ -8,6 +8,8 @@ use axum::{
     routing::post,
     Json, Router,
 };
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chrono::Utc;
 use serde::Serialize;
@@ -19,14 +21,16 @@ use super::{
     AppState,
 };
 use crate::{
+    auth::Identity,
     domain::{
         filter_policy::Attributes,
         topic_metadata::{
             TopicMetadata, MAX_MESSAGE_DELAY_SECS, MAX_MESSAGE_TTL_SECS, MIN_MESSAGE_TTL_SECS,
         },
+        TopicName,
     },
     error::ApiError,
-    store::{messages::OutgoingMessage, subscriptions::derived_id},
+    store::{messages::OutgoingMessage, subscriptions::derived_id, topics::Topic},
 };
 
 /// The 503 of a batch JetStream did not fully confirm (the fault suite saw such batches
@@ -147,9 +151,30 @@ async fn post_messages(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
+    let topic = sending_topic(&state, &identity, &name).await?;
+    let body = body.limit(topic.metadata.max_messages_post_size() as usize)?;
+    let doc: Value = body.json()?;
+    let list = message_list(&doc)?;
+    let key = idempotency_key(&headers)?;
+    let ids = publish(&state, &identity, &name, &topic.metadata, list, key).await?;
+    let base = format!("/v2/topics/{name}/messages");
+    let resources = ids.iter().map(|id| format!("{base}/{id}")).collect();
+    let mut res = (StatusCode::CREATED, Json(MessagesPostOut { resources })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{base}?ids={}", ids.join(","))) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// The caller's topic `name` when the caller may send to it (404, 403 otherwise).
+pub(crate) async fn sending_topic(
+    state: &AppState,
+    identity: &Identity,
+    name: &TopicName,
+) -> Result<Arc<Topic>, ApiError> {
     let topic = state
         .store
-        .get_topic_cached(&identity.project, &name)
+        .get_topic_cached(&identity.project, name)
         .await?
         .ok_or_else(ApiError::topic_not_found)?;
     if !identity.allowed_by(&topic.metadata, "sending") {
@@ -157,13 +182,22 @@ async fn post_messages(
             "You are not allowed to send messages to this topic.".into(),
         ));
     }
-    let body = body.limit(topic.metadata.max_messages_post_size() as usize)?;
-    let doc: Value = body.json()?;
-    let list = message_list(&doc)?;
-    let key = idempotency_key(&headers)?;
+    Ok(topic)
+}
+
+/// Publishes `list` (a publish body's `messages`) to topic `name`, waiting for every
+/// JetStream ack; returns the message ids in order. The REST route and the console share it.
+pub(crate) async fn publish(
+    state: &AppState,
+    identity: &Identity,
+    name: &TopicName,
+    metadata: &TopicMetadata,
+    list: &[Value],
+    key: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
     let out = outgoing(
         list,
-        &topic.metadata,
+        metadata,
         Utc::now().timestamp_millis(),
         |i| match key {
             Some(k) => derived_id(&[identity.project.as_str(), name.as_str(), k, &i.to_string()]),
@@ -172,12 +206,12 @@ async fn post_messages(
     )?;
     let published = state
         .store
-        .publish_messages(&identity.project, &name, &out)
+        .publish_messages(&identity.project, name, &out)
         .await;
     if let Err(e) = published {
         // The cached topic may have been deleted by another process in the last second:
         // its stream is gone, so the publish found no responder. Say so instead of 503.
-        if let Ok(None) = state.store.get_topic(&identity.project, &name).await {
+        if let Ok(None) = state.store.get_topic(&identity.project, name).await {
             return Err(ApiError::topic_not_found());
         }
         return Err(match ApiError::from(e) {
@@ -189,14 +223,7 @@ async fn post_messages(
     }
     metrics::counter!("herald_messages_published_total", "source" => "api")
         .increment(out.len() as u64);
-    let base = format!("/v2/topics/{name}/messages");
-    let ids: Vec<&str> = out.iter().map(|m| m.id.as_str()).collect();
-    let resources = ids.iter().map(|id| format!("{base}/{id}")).collect();
-    let mut res = (StatusCode::CREATED, Json(MessagesPostOut { resources })).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("{base}?ids={}", ids.join(","))) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(res)
+    Ok(out.into_iter().map(|m| m.id).collect())
 }
 
 pub(super) fn router() -> Router<AppState> {

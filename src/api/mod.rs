@@ -1,13 +1,13 @@
 //! The REST surface: one module per resource, merged here with the cross-cutting layers
 //! (request ids, metrics, body limit, timeouts, JSON errors for every failure).
 
-mod attempts;
+pub(crate) mod attempts;
 pub(crate) mod cinder;
 pub mod extract;
-mod messages;
+pub(crate) mod messages;
 mod ops;
 mod subscriptions;
-mod topics;
+pub(crate) mod topics;
 
 use std::{
     pin::Pin,
@@ -34,6 +34,7 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 use crate::{
     auth::Authenticator,
     config::Config,
+    console::Console,
     delivery::Outbound,
     error::{ApiError, CinderError},
     store::Store,
@@ -71,6 +72,8 @@ pub struct Shared {
     pub user_messages: UserMessages,
     /// Outbound clients (subscription confirmations are sent from the API).
     pub outbound: Outbound,
+    /// The web console's sessions and metrics history.
+    pub console: Console,
 }
 
 /// The request id of the current request (`req-<uuid>`), as Cinder and Zaqar name them.
@@ -87,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::router())
         .merge(subscriptions::router())
         .merge(attempts::router())
+        .merge(crate::console::router())
         .route_layer(middleware::from_fn(record_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -157,6 +161,10 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// fully arrived by then, the client was too slow (408, connection closed); otherwise
 /// Herald was (503).
 async fn json_errors(req: Request, next: Next) -> Response {
+    // The console answers its errors with HTML pages of its own.
+    if crate::console::is_console_path(req.uri().path()) {
+        return next.run(req).await;
+    }
     let cinder = is_cinder_path(req.uri().path());
     let header_bytes: usize = req
         .headers()

@@ -78,7 +78,7 @@ async fn create_topic(
 
 /// Refuses a new topic beyond `max_topics_per_project`. Concurrent creates may overshoot
 /// by a few; the quota guards against runaway clients, not exact accounting.
-async fn check_topic_quota(
+pub(crate) async fn check_topic_quota(
     state: &AppState,
     project: &ProjectId,
     name: &TopicName,

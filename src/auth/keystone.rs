@@ -338,6 +338,56 @@ impl Keystone {
         Ok(out)
     }
 
+    /// A user's own project-scoped token from their password (the console's login form);
+    /// `None` when Keystone refuses the credentials or the scope.
+    ///
+    /// # Errors
+    /// Keystone unreachable or answering something other than 201, 400 or 401.
+    #[tracing::instrument(name = "keystone_password_login", skip_all)]
+    pub async fn password_login(
+        &self,
+        user: &str,
+        password: &str,
+        project: &str,
+        domain: &str,
+    ) -> Result<Option<String>, KeystoneError> {
+        const WHAT: &str = "a password login";
+        let request = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": user, "domain": {"name": domain}, "password": password,
+            }}},
+            "scope": {"project": {"name": project, "domain": {"name": domain}}},
+        }});
+        let res = self
+            .0
+            .http
+            .post(&self.0.tokens_url)
+            .json(&request)
+            .send()
+            .await
+            .map_err(KeystoneError::Transport)?;
+        match res.status().as_u16() {
+            201 => {}
+            400 | 401 | 403 | 404 => return Ok(None),
+            _ => {
+                return Err(KeystoneError::Status {
+                    what: WHAT,
+                    status: res.status(),
+                })
+            }
+        }
+        let token = res
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| KeystoneError::Malformed {
+                what: WHAT,
+                source: anyhow::anyhow!("no X-Subject-Token header"),
+            })?;
+        Ok(Some(token))
+    }
+
     #[tracing::instrument(name = "keystone_service_token", skip_all)]
     async fn issue_service_token(&self) -> Result<ServiceToken, KeystoneError> {
         const WHAT: &str = "Herald's service user authentication";

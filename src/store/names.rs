@@ -20,7 +20,12 @@ pub const TOPIC_STREAM_PREFIX: &str = "HERALD_TOPIC_";
 
 /// The subject a topic's messages are published on (public contract).
 pub fn topic_subject(project: &ProjectId, topic: &TopicName) -> String {
-    format!("herald.topics.{project}.{topic}")
+    format!("{}.{topic}", topic_subject_prefix(project))
+}
+
+/// What every topic subject of `project` starts with.
+pub fn topic_subject_prefix(project: &ProjectId) -> String {
+    format!("herald.topics.{project}")
 }
 
 /// Stream names cannot hold dots and are length-limited, so they are a digest of

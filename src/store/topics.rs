@@ -88,6 +88,14 @@ pub struct MessageMark {
     pub created: DateTime<Utc>,
 }
 
+/// What [`Store::topic_counts`] knows of one topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicCounts {
+    pub messages: u64,
+    /// Consumers of the topic stream: its subscriptions.
+    pub subscriptions: usize,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TopicStats {
     pub messages: u64,
@@ -292,6 +300,57 @@ impl Store {
             Ok(_) => Ok(()),
             Err(e) if is_stream_not_found(&e) => Ok(()),
             Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Message and subscription (consumer) counts of every topic of `project`, keyed by
+    /// topic stream name: one paged `STREAM.LIST` filtered on the project's subjects, so a
+    /// few requests however many topics (the console's topic list and overview).
+    pub async fn topic_counts(
+        &self,
+        project: &ProjectId,
+    ) -> Result<HashMap<String, TopicCounts>, StoreError> {
+        #[derive(Deserialize)]
+        struct Page {
+            total: usize,
+            #[serde(default)]
+            streams: Option<Vec<jetstream::stream::Info>>,
+        }
+        let subject = format!("{}.>", super::names::topic_subject_prefix(project));
+        let mut out = HashMap::new();
+        let mut offset = 0;
+        loop {
+            let page: jetstream::response::Response<Page> = self
+                .js
+                .request(
+                    "STREAM.LIST",
+                    &serde_json::json!({"offset": offset, "subject": subject}),
+                )
+                .await
+                .map_err(classify)?;
+            let page = match page {
+                jetstream::response::Response::Ok(page) => page,
+                jetstream::response::Response::Err { error } => {
+                    return Err(super::errors::classify_refusal(error))
+                }
+            };
+            let streams = page.streams.unwrap_or_default();
+            if streams.is_empty() {
+                return Ok(out);
+            }
+            offset += streams.len();
+            for info in streams {
+                out.insert(
+                    info.config.name,
+                    TopicCounts {
+                        messages: info.state.messages,
+                        subscriptions: info.state.consumer_count,
+                    },
+                );
+            }
+            if offset >= page.total {
+                return Ok(out);
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 mod attempts;
 mod bad_input;
 mod cinderclient;
+mod console;
 mod delivery;
 mod filter_policies;
 mod http_layer;

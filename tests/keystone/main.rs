@@ -5,6 +5,7 @@
 //! auth callout with Keystone tokens.
 
 mod callout;
+mod console;
 mod identity;
 mod trusts;
 
