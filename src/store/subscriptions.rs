@@ -246,6 +246,7 @@ impl Store {
                 replay_subject(&stream, &sub.id),
             ],
             metadata: sub.metadata(),
+            num_replicas: self.consumer_replicas,
             ..Default::default()
         }
     }

@@ -33,7 +33,7 @@ fn epoch_ns(t: SystemTime) -> u64 {
 }
 
 /// Calls `send(intended_ns)` on schedule, spawned so a slow send never delays the next.
-async fn open_loop<F, Fut>(rate: u64, seconds: u64, send: F) -> u64
+pub async fn open_loop<F, Fut>(rate: u64, seconds: u64, send: F) -> u64
 where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -53,7 +53,7 @@ where
     total
 }
 
-async fn collect(receiver: &mut Receiver, want: u64) -> Result<Latencies> {
+pub async fn collect(receiver: &mut Receiver, want: u64) -> Result<Latencies> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lat = Latencies::default();
     while (lat.len() as u64) < want {
