@@ -65,10 +65,6 @@ pub struct Config {
     pub nats_timeout_ms: u64,
     /// Replicas of every stream and bucket Herald creates (3 on a cluster).
     pub replicas: usize,
-    /// Replicas of each subscription's consumer; 0 = as its stream (`replicas`). 1 on R3
-    /// streams saves a Raft group per subscription (docs/scaling.md) at the cost of the
-    /// consumer's delivery state being unavailable while its one node is down.
-    pub consumer_replicas: usize,
     pub auth_mode: AuthMode,
     pub tokens_file: Option<PathBuf>,
     /// Keystone's base URL (`http://host:5000`, without `/v3`), for `auth_mode = keystone`.
@@ -152,7 +148,6 @@ impl Default for Config {
             nats_subscriber_scope: NatsSubscriberScope::Any,
             nats_timeout_ms: 3000,
             replicas: 1,
-            consumer_replicas: 0,
             auth_mode: AuthMode::Noauth,
             tokens_file: None,
             keystone_url: None,
@@ -321,16 +316,6 @@ impl Config {
     fn validate_bounds(&self) -> Result<(), ConfigError> {
         in_range("replicas", self.replicas as u64, 1, 5)
             .map_err(|_| invalid("replicas", "must be 1..=5"))?;
-        // A consumer's replicas must fit on its stream's peers (JetStream refuses more).
-        if self.consumer_replicas > self.replicas {
-            return Err(invalid(
-                "consumer_replicas",
-                &format!(
-                    "must be 0 (as the stream) or 1..=replicas ({}), not {}",
-                    self.replicas, self.consumer_replicas
-                ),
-            ));
-        }
         in_range("nats_timeout_ms", self.nats_timeout_ms, 1, MAX_TIMEOUT_MS)?;
         in_range(
             "request_timeout_ms",
@@ -565,26 +550,6 @@ mod tests {
             assert!(err.contains("sms_max_parts"), "{err}");
             Ok(())
         });
-    }
-
-    #[test]
-    fn consumer_replicas_inherit_by_default_and_never_exceed_the_streams() {
-        assert_eq!(Config::default().consumer_replicas, 0);
-        let with = |replicas, consumer_replicas| Config {
-            replicas,
-            consumer_replicas,
-            ..Config::default()
-        };
-        with(3, 1).validate().unwrap();
-        with(3, 0).validate().unwrap();
-        with(3, 3).validate().unwrap();
-        assert!(matches!(
-            with(1, 3).validate(),
-            Err(ConfigError::Invalid {
-                field: "consumer_replicas",
-                ..
-            })
-        ));
     }
 
     #[test]

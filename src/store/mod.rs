@@ -78,8 +78,6 @@ pub struct Store {
     client: Client,
     js: jetstream::Context,
     replicas: usize,
-    /// Subscription consumers' replicas; 0 = as the stream.
-    consumer_replicas: usize,
     /// Topic streams' `max_consumers` (`max_subscriptions_per_topic`).
     max_subscriptions: i32,
     buckets: Arc<OnceCell<Buckets>>,
@@ -125,7 +123,6 @@ impl Store {
             client,
             js,
             replicas: config.replicas,
-            consumer_replicas: config.consumer_replicas,
             max_subscriptions: i32::try_from(config.max_subscriptions_per_topic)
                 .unwrap_or(i32::MAX),
             buckets: Arc::new(OnceCell::new()),

@@ -246,7 +246,6 @@ impl Store {
                 replay_subject(&stream, &sub.id),
             ],
             metadata: sub.metadata(),
-            num_replicas: self.consumer_replicas,
             ..Default::default()
         }
     }

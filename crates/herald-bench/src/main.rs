@@ -94,9 +94,9 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         latency_rate: u64,
     },
-    /// 3-node cluster, R3 streams: consumers at R3 vs R1 (`consumer_replicas`): creation
-    /// time, RSS per node, and what a node kill does to delivery (lost, duplicated, when
-    /// it resumes). Not part of `all`.
+    /// 3-node cluster: Herald at `replicas = 3` (creation time, RSS per node, what a node
+    /// kill does to delivery), then raw R3 vs R1 consumers on R3 limits-retention streams.
+    /// Not part of `all`.
     Replicas {
         #[arg(long, default_value_t = 100)]
         topics: usize,

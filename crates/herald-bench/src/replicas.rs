@@ -1,10 +1,16 @@
-//! Replicas: consumers at R3 (as their R3 streams) against R1 (`consumer_replicas = 1`) in
-//! a 3-node cluster (`herald_testkit::nats::NatsCluster`), one fresh cluster each. For each:
-//! the time to create `topics × subscriptions`, every node's RSS before and after, then a
-//! node kill: the node leading the most consumers is SIGKILLed, one message is published to
-//! every topic, and the benchmark watches for `window_secs` which subscriptions receive it;
-//! then the node is restarted and it watches until every subscription has it (or 60 s).
-//! Lost and duplicated deliveries are counted per (subscription, message).
+//! Replicas, in a 3-node cluster (`herald_testkit::nats::NatsCluster`), a fresh one each:
+//!
+//! - Herald with `replicas = 3`: the time to create `topics × subscriptions`, every node's
+//!   RSS before and after, then a node kill: the node leading the most consumers is
+//!   SIGKILLed, one message is published to every topic, and the benchmark watches for
+//!   `window_secs` which subscriptions receive it; then the node is restarted and it watches
+//!   until every subscription has it (or 60 s). Lost and duplicated deliveries are counted
+//!   per (subscription, message).
+//! - Raw JetStream, R1 against R3 consumers on R3 streams. Herald's topic streams cannot
+//!   have R1 consumers: they use interest retention, and JetStream requires the consumers
+//!   of interest (and work-queue) streams to have the stream's replicas (error 10134). So
+//!   this measures what R1 consumers would buy on limits-retention streams: creation time,
+//!   RSS per node, and how many consumers answer from the surviving nodes after a kill.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,15 +33,16 @@ use crate::{
 pub struct Args {
     pub topics: usize,
     pub subscriptions: usize,
+    /// Replicas of the raw consumers (on R3 limits-retention streams).
     pub consumer_replicas: Vec<usize>,
     /// How long deliveries are watched while the node is down.
     pub window_secs: u64,
 }
 
 pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
-    let mut figures = Vec::new();
+    let mut figures = herald_r3(bins, args).await?;
     for r in &args.consumer_replicas {
-        figures.extend(one(bins, args, *r).await?);
+        figures.extend(raw_consumers(args, *r).await?);
     }
     Ok(figures)
 }
@@ -114,11 +121,15 @@ async fn watch(
 }
 
 /// Consumers led by each node (by node name).
-async fn consumer_leaders(cluster: &NatsCluster, alive: usize) -> Result<HashMap<String, usize>> {
+async fn consumer_leaders(
+    cluster: &NatsCluster,
+    alive: usize,
+    prefix: &str,
+) -> Result<HashMap<String, usize>> {
     let js = jetstream::new(async_nats::connect(cluster.nodes[alive].url()).await?);
     let names: Vec<String> = js.stream_names().try_collect().await?;
     let mut led = HashMap::new();
-    for name in names.iter().filter(|n| n.starts_with("HERALD_TOPIC_")) {
+    for name in names.iter().filter(|n| n.starts_with(prefix)) {
         let stream = js.get_stream(name).await?;
         let infos: Vec<_> = stream.consumers().try_collect().await?;
         for i in infos {
@@ -156,8 +167,8 @@ async fn create_all(api: &HeraldApi, receiver: &Receiver, args: &Args) -> Result
     Ok(start.elapsed())
 }
 
-async fn one(bins: &Bins, args: &Args, replicas: usize) -> Result<Vec<Figure>> {
-    let label = format!("R{replicas} consumers");
+async fn herald_r3(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
+    let label = "herald R3";
     let mut cluster = NatsCluster::start().await;
     let pids: Vec<u32> = cluster.nodes.iter().map(|n| n.pid().unwrap_or(0)).collect();
     let rss_before: Vec<f64> = pids.iter().map(|p| rss_mib(*p)).collect();
@@ -166,7 +177,6 @@ async fn one(bins: &Bins, args: &Args, replicas: usize) -> Result<Vec<Figure>> {
         &cluster.urls(),
         &[
             ("HERALD_REPLICAS", "3".into()),
-            ("HERALD_CONSUMER_REPLICAS", replicas.to_string()),
             // Short attempts so a consumer that vanished mid-delivery is retried soon.
             ("HERALD_DELIVERY_TIMEOUT_MS", "2000".into()),
         ],
@@ -187,14 +197,8 @@ async fn one(bins: &Bins, args: &Args, replicas: usize) -> Result<Vec<Figure>> {
     );
     let rss_after: Vec<f64> = pids.iter().map(|p| rss_mib(*p)).collect();
 
-    let led = consumer_leaders(&cluster, 0).await?;
-    let (victim, victim_led) = cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i, led.get(&n.name).copied().unwrap_or(0)))
-        .max_by_key(|(_, n)| *n)
-        .context("three nodes")?;
+    let led = consumer_leaders(&cluster, 0, "HERALD_TOPIC_").await?;
+    let (victim, victim_led) = busiest(&cluster, &led);
     eprintln!(
         "replicas {label}: consumer leaders per node {led:?}; killing {}",
         cluster.nodes[victim].name
@@ -278,6 +282,180 @@ async fn one(bins: &Bins, args: &Args, replicas: usize) -> Result<Vec<Figure>> {
         Figure::new("  all delivered after the restart", secs(complete), "s"),
         Figure::new("  lost (never delivered)", (total - after) as f64, ""),
         Figure::new("  duplicate deliveries", f64::from(seen.duplicates()), ""),
+    ]);
+    Ok(figures)
+}
+
+/// Index and consumer count of the node leading the most consumers.
+fn busiest(cluster: &NatsCluster, led: &HashMap<String, usize>) -> (usize, usize) {
+    cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, led.get(&n.name).copied().unwrap_or(0)))
+        .max_by_key(|(_, n)| *n)
+        .unwrap_or((0, 0))
+}
+
+/// How many of `consumers` (stream, name) answer an info request within 1 s.
+async fn answering(js: &jetstream::Context, consumers: &[(String, String)]) -> usize {
+    stream::iter(consumers.iter().cloned())
+        .map(|(stream, name)| {
+            let js = js.clone();
+            async move {
+                let info = async {
+                    let s = js.get_stream_no_info(&stream).await.ok()?;
+                    s.consumer_info(&name).await.ok()
+                };
+                tokio::time::timeout(Duration::from_secs(1), info)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }
+        })
+        .buffer_unordered(64)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await
+}
+
+/// Polls [`answering`] until all answer or `limit` passes; returns the count and when.
+async fn wait_answering(
+    js: &jetstream::Context,
+    consumers: &[(String, String)],
+    limit: Duration,
+) -> (usize, Option<Duration>) {
+    let start = Instant::now();
+    loop {
+        let n = answering(js, consumers).await;
+        if n == consumers.len() {
+            return (n, Some(start.elapsed()));
+        }
+        if start.elapsed() > limit {
+            return (n, None);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Raw JetStream: `topics` R3 limits-retention streams with `subscriptions` durable pull
+/// consumers of `replicas` each; creation time, RSS per node, availability after a kill.
+async fn raw_consumers(args: &Args, replicas: usize) -> Result<Vec<Figure>> {
+    let label = format!("raw R{replicas} on R3 streams");
+    let mut cluster = NatsCluster::start().await;
+    let pids: Vec<u32> = cluster.nodes.iter().map(|n| n.pid().unwrap_or(0)).collect();
+    let rss_before: Vec<f64> = pids.iter().map(|p| rss_mib(*p)).collect();
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build(async_nats::connect(cluster.urls().split(',').collect::<Vec<_>>()).await?);
+    let total = args.topics * args.subscriptions;
+    let start = Instant::now();
+    let created: Vec<Result<Vec<(String, String)>>> = stream::iter(0..args.topics)
+        .map(|t| {
+            let js = js.clone();
+            let subs = args.subscriptions;
+            async move {
+                let name = format!("RAWR_{t}");
+                let stream = js
+                    .create_stream(jetstream::stream::Config {
+                        name: name.clone(),
+                        subjects: vec![format!("rawr.{t}")],
+                        num_replicas: 3,
+                        ..Default::default()
+                    })
+                    .await?;
+                let mut names = Vec::with_capacity(subs);
+                for s in 0..subs {
+                    let durable = format!("c{s}");
+                    stream
+                        .create_consumer(jetstream::consumer::pull::Config {
+                            durable_name: Some(durable.clone()),
+                            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                            num_replicas: replicas,
+                            ..Default::default()
+                        })
+                        .await?;
+                    names.push((name.clone(), durable));
+                }
+                anyhow::Ok(names)
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    let consumers: Vec<(String, String)> = created
+        .into_iter()
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("{label}: creating"))?
+        .into_iter()
+        .flatten()
+        .collect();
+    let rss_after: Vec<f64> = pids.iter().map(|p| rss_mib(*p)).collect();
+    let led = consumer_leaders(&cluster, 0, "RAWR_").await?;
+    let (victim, victim_led) = busiest(&cluster, &led);
+    eprintln!(
+        "replicas {label}: {total} created in {elapsed:?}; leaders {led:?}; killing {}",
+        cluster.nodes[victim].name
+    );
+    let survivor = (victim + 1) % 3;
+    let js_survivor = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .build(async_nats::connect(cluster.nodes[survivor].url()).await?);
+    cluster.nodes[victim].kill();
+    let (during, all_during) = wait_answering(
+        &js_survivor,
+        &consumers,
+        Duration::from_secs(args.window_secs),
+    )
+    .await;
+    cluster.nodes[victim].restart().await;
+    let (after, all_after) =
+        wait_answering(&js_survivor, &consumers, Duration::from_secs(60)).await;
+    eprintln!(
+        "replicas {label}: answering while down {during} of {total} (all after {all_during:?}); \
+         after restart {after} (all after {all_after:?})"
+    );
+    let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+    let mut figures = vec![
+        Figure::new(
+            format!(
+                "replicas {label}: create {} x {}",
+                args.topics, args.subscriptions
+            ),
+            elapsed.as_secs_f64(),
+            "s",
+        ),
+        Figure::new(
+            "  consumers created per second",
+            total as f64 / elapsed.as_secs_f64(),
+            "/s",
+        ),
+    ];
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        figures.push(
+            Figure::new(
+                format!("  nats-server {} RSS", node.name),
+                rss_after[i],
+                "MiB",
+            )
+            .vs(rss_before[i]),
+        );
+    }
+    figures.extend([
+        Figure::new("  consumers led by the killed node", victim_led as f64, ""),
+        Figure::new(
+            format!("  answering within {} s of the kill", args.window_secs),
+            during as f64,
+            "",
+        ),
+        Figure::new(
+            "  all answering after the kill (NaN: not while down)",
+            secs(all_during),
+            "s",
+        ),
+        Figure::new("  all answering after the restart", secs(all_after), "s"),
     ]);
     Ok(figures)
 }
