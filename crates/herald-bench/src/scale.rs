@@ -235,7 +235,7 @@ async fn one_topic_latency(
         }
     })
     .await;
-    crate::latency::collect(receiver, sent).await
+    Ok(crate::latency::collect(receiver, sent).await)
 }
 
 /// Delivery latency on one topic to all its `subscriptions`: 20 messages, each waited for
