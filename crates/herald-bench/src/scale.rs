@@ -50,12 +50,12 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     let (herald_rss_before, nats_rss_before) = (herald.rss_mib(), rss_mib(nats.pid()));
 
     let (created, elapsed) = create_all(&api, &receiver, args).await;
-    api.create_topic(LATENCY_TOPIC).await?;
-    api.subscribe(LATENCY_TOPIC, &receiver.url("/hook"), json!({}))
-        .await?;
     let wanted = args.topics * args.subscriptions;
     let rate = created as f64 / elapsed.as_secs_f64();
     eprintln!("scale: {created} of {wanted} subscriptions created in {elapsed:?} ({rate:.0}/s)");
+    api.create_topic(LATENCY_TOPIC).await?;
+    api.subscribe(LATENCY_TOPIC, &receiver.url("/hook"), json!({}))
+        .await?;
 
     let (held, settle) = wait_held(&nats, created + 1).await;
     eprintln!("scale: nats-server reports {held} consumers with a pull waiting after {settle:?}");
