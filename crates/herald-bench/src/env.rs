@@ -68,7 +68,9 @@ impl Bins {
 /// benchmark's limits.
 pub struct Nats {
     pub url: String,
-    _server: NatsServer,
+    /// The monitoring endpoint (`/varz`, `/jsz`).
+    pub monitor: String,
+    server: NatsServer,
 }
 
 impl Nats {
@@ -78,15 +80,21 @@ impl Nats {
         } else {
             ""
         };
-        let conf = format!("max_payload: 1MB\n{sync}");
+        let monitor_port = free_port();
+        let conf = format!("max_payload: 1MB\nhttp: \"127.0.0.1:{monitor_port}\"\n{sync}");
         let server = NatsServer::try_start_as(bins.nats_server.clone(), Some(&conf), None)
             .await
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("cannot start {}", bins.nats_server.display()))?;
         Ok(Self {
             url: server.url(),
-            _server: server,
+            monitor: format!("http://127.0.0.1:{monitor_port}"),
+            server,
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.server.pid().unwrap_or(0)
     }
 }
 
@@ -138,35 +146,59 @@ impl Herald {
         })
     }
 
-    /// CPU time (user + system) used so far, from /proc: a per-message cost that stays
-    /// meaningful when other processes compete for the cores.
-    pub fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // Linux reports in USER_HZ, 100 on every mainstream build.
-        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
-    /// Resident set size in MiB, from /proc.
-    pub fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+    /// CPU time (user + system) used so far (see [`cpu_time`]).
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.child.id())
     }
+
+    /// Resident set size in MiB (see [`rss_mib`]).
+    pub fn rss_mib(&self) -> f64 {
+        rss_mib(self.child.id())
+    }
+}
+
+/// A process's CPU time (user + system) so far, from /proc: a per-message cost that stays
+/// meaningful when other processes compete for the cores.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Linux reports in USER_HZ, 100 on every mainstream build.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// A process's resident set size in MiB, from /proc (0 when it is gone).
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU used by each of `pids` over `window` of wall time, in % of one core.
+pub async fn cpu_percent(pids: &[u32], window: Duration) -> Vec<f64> {
+    let before: Vec<Duration> = pids.iter().map(|p| cpu_time(*p)).collect();
+    let start = Instant::now();
+    tokio::time::sleep(window).await;
+    let wall = start.elapsed().as_secs_f64();
+    pids.iter()
+        .zip(before)
+        .map(|(p, b)| cpu_time(*p).saturating_sub(b).as_secs_f64() * 100.0 / wall)
+        .collect()
 }
 
 impl Drop for Herald {

@@ -1,7 +1,9 @@
 //! Ingest: REST `POST /v2/topics/{t}/messages` (64 keep-alive connections, batches of
-//! 10 × 256 B, one subscription whose consumer is paused) against raw async-nats publishes
-//! with 1,000 outstanding acks into an identical stream. `ingest-keystone`: the same REST
-//! load with `auth_mode = keystone` against `noauth`, in one run.
+//! 10 × 256 B, one subscription whose consumer is paused) against two ceilings measured in
+//! the same run: raw async-nats publishes with 1,000 outstanding acks into an identical
+//! stream, and the minimal REST→JetStream bridge (`bridge`) under the same HTTP load.
+//! `ingest-keystone`: the same REST load with `auth_mode = keystone` against `noauth`, in
+//! one run.
 
 use std::{
     sync::{
@@ -22,6 +24,7 @@ use herald_testkit::keystone;
 
 use crate::{
     api::{batch_body, HeraldApi, PROJECT},
+    bridge::Bridge,
     env::{Bins, Herald, Nats},
     raw::RawTopic,
     receiver::Receiver,
@@ -105,6 +108,22 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     };
     eprintln!("ingest: raw JetStream {raw_rate:.0} msg/s");
 
+    // Second ceiling: the minimal bridge, same stream, same load generator, same batches.
+    let bridge_rate = {
+        let nats = Nats::start(bins, args.sync_always).await?;
+        let raw = RawTopic::create(&nats.url, "ingest").await?;
+        raw.durable("paused", 1000).await?;
+        let until = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        raw.stream.pause_consumer("paused", until).await?;
+        // As many runtime threads as Herald's (tokio's default: one per core).
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let bridge = Bridge::start(&nats.url, &raw.subject, threads).await?;
+        let api = HeraldApi::new(&bridge.base);
+        let body = batch_body(args.batch, args.size);
+        rest_load(&api, "ingest", body, args.batch, args.connections, duration).await
+    };
+    eprintln!("ingest: minimal REST bridge {bridge_rate:.0} msg/s");
+
     let mut figures = Vec::new();
     for (label, per_post) in [("batch", args.batch), ("single", 1)] {
         let nats = Nats::start(bins, args.sync_always).await?;
@@ -125,17 +144,35 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
             "ingest REST {}x{} B, {} conns",
             per_post, args.size, args.connections
         );
-        let mut f = Figure::new(name, rate, "msg/s").vs(raw_rate);
+        let mut f = Figure::new(name.clone(), rate, "msg/s").vs(raw_rate);
         if label == "batch" {
             f = f.target("ratio >= 0.6");
+            figures.push(f);
+            figures.push(
+                Figure::new("  same, vs the minimal REST bridge", rate, "msg/s")
+                    .vs(bridge_rate)
+                    .target("ratio >= 0.9"),
+            );
+        } else {
+            figures.push(f);
         }
-        figures.push(f);
         figures.push(Figure::new(
             format!("  herald CPU per message ({label})"),
             us_per_msg,
             "us/msg",
         ));
     }
+    figures.push(
+        Figure::new(
+            format!(
+                "ingest minimal REST bridge {}x{} B, {} conns",
+                args.batch, args.size, args.connections
+            ),
+            bridge_rate,
+            "msg/s",
+        )
+        .vs(raw_rate),
+    );
     Ok(figures)
 }
 

@@ -6,6 +6,7 @@
 
 mod api;
 mod attempts;
+mod bridge;
 mod env;
 mod fanout;
 mod footprint;
@@ -13,6 +14,7 @@ mod ingest;
 mod latency;
 mod raw;
 mod receiver;
+mod replicas;
 mod scale;
 mod stats;
 mod user_messages;
@@ -77,19 +79,43 @@ enum Scenario {
         #[arg(long, default_value_t = 20_000)]
         messages: usize,
     },
-    /// Publish→webhook latency at a steady rate, open loop.
+    /// Publish→webhook latency at steady rates (each its own run), open loop.
     Latency {
-        #[arg(long, default_value_t = 1000)]
-        rate: u64,
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1000, 5000])]
+        rate: Vec<u64>,
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Many topics × subscriptions in one Herald: creation time, RSS, latency.
+    /// Many topics × subscriptions in one Herald: creation time and rate, Herald and
+    /// nats-server RSS and idle CPU, latency while all are held.
     Scale {
         #[arg(long, default_value_t = 1000)]
         topics: usize,
         #[arg(long, default_value_t = 10)]
         subscriptions: usize,
+        /// Topics set up at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Seconds over which idle CPU is measured.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
+        /// Open-loop rate (msg/s, 10 s) of the one-subscription latency run.
+        #[arg(long, default_value_t = 200)]
+        latency_rate: u64,
+    },
+    /// 3-node cluster: Herald at `replicas = 3` (creation time, RSS per node, what a node
+    /// kill does to delivery), then raw R3 vs R1 consumers on R3 limits-retention streams.
+    /// Not part of `all`.
+    Replicas {
+        #[arg(long, default_value_t = 100)]
+        topics: usize,
+        #[arg(long, default_value_t = 10)]
+        subscriptions: usize,
+        #[arg(long, value_delimiter = ',', default_values_t = vec![3, 1])]
+        consumer_replicas: Vec<usize>,
+        /// Seconds deliveries are watched while the killed node is down.
+        #[arg(long, default_value_t = 20)]
+        window_secs: u64,
     },
     /// Idle RSS and start-to-ready time.
     Footprint,
@@ -172,12 +198,15 @@ fn expand(scenario: Scenario) -> Vec<Scenario> {
                 concurrency: 64,
             },
             Scenario::Latency {
-                rate: 1000,
+                rate: vec![1000, 5000],
                 seconds: 30,
             },
             Scenario::Scale {
                 topics: 1000,
                 subscriptions: 10,
+                concurrency: 8,
+                idle_secs: 10,
+                latency_rate: 200,
             },
         ],
         one => vec![one],
@@ -226,23 +255,47 @@ async fn run_scenario(
             messages,
         } => run_filter(bins, subscriptions, messages, sync_always).await,
         Scenario::Latency { rate, seconds } => {
-            let args = latency::Args {
-                rate,
-                seconds,
-                sync_always,
-            };
-            latency::run(bins, &args).await
+            let mut figures = Vec::new();
+            for rate in rate {
+                let args = latency::Args {
+                    rate,
+                    seconds,
+                    sync_always,
+                };
+                figures.extend(latency::run(bins, &args).await?);
+            }
+            Ok(figures)
         }
         Scenario::Scale {
             topics,
             subscriptions,
+            concurrency,
+            idle_secs,
+            latency_rate,
         } => {
             let args = scale::Args {
                 topics,
                 subscriptions,
+                concurrency,
+                idle_secs,
+                latency_rate,
                 sync_always,
             };
             scale::run(bins, &args).await
+        }
+        Scenario::Replicas {
+            topics,
+            subscriptions,
+            consumer_replicas,
+            window_secs,
+        } => {
+            let args = replicas::Args {
+                topics,
+                subscriptions,
+                consumer_replicas,
+                window_secs,
+            };
+            replicas::run(bins, &args).await
         }
         Scenario::Footprint => footprint::run(bins).await,
         Scenario::Attempts {

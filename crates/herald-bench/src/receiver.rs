@@ -10,19 +10,28 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use axum::{body::Bytes, extract::State, http::StatusCode, routing::post, Router};
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{StatusCode, Uri},
+    routing::post,
+    Router,
+};
 use tokio::sync::mpsc;
 
 #[derive(Clone)]
 struct Shared {
     count: Arc<AtomicU64>,
     latencies: mpsc::UnboundedSender<f64>,
+    /// (path and query, intended send time) of each request, when recording.
+    records: Option<mpsc::UnboundedSender<(String, u64)>>,
 }
 
 pub struct Receiver {
     pub addr: SocketAddr,
     count: Arc<AtomicU64>,
     latencies: mpsc::UnboundedReceiver<f64>,
+    records: Option<mpsc::UnboundedReceiver<(String, u64)>>,
 }
 
 pub fn now_ns() -> u64 {
@@ -45,22 +54,41 @@ fn intended_ns(body: &[u8]) -> Option<u64> {
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
 
-async fn hook(State(s): State<Shared>, body: Bytes) -> StatusCode {
+async fn hook(State(s): State<Shared>, uri: Uri, body: Bytes) -> StatusCode {
     let arrived = now_ns();
     s.count.fetch_add(1, Ordering::Relaxed);
     if let Some(t) = intended_ns(&body) {
         let _ = s.latencies.send(arrived.saturating_sub(t) as f64 / 1e6);
+        if let Some(records) = &s.records {
+            let _ = records.send((uri.to_string(), t));
+        }
     }
     StatusCode::OK
 }
 
 impl Receiver {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Also records which URL received which message (see [`Receiver::drain_records`]).
+    pub async fn start_recording() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(record: bool) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (records_tx, records_rx) = if record {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let count = Arc::new(AtomicU64::new(0));
         let state = Shared {
             count: count.clone(),
             latencies: tx,
+            records: records_tx,
         };
         let app = Router::new()
             .route("/hook", post(hook))
@@ -75,6 +103,7 @@ impl Receiver {
             addr,
             count,
             latencies: rx,
+            records: records_rx,
         })
     }
 
@@ -91,6 +120,18 @@ impl Receiver {
         let mut out = Vec::new();
         while let Ok(v) = self.latencies.try_recv() {
             out.push(v);
+        }
+        out
+    }
+
+    /// (URL path and query, message's `"t"`) of each request since the last call, when
+    /// recording.
+    pub fn drain_records(&mut self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        if let Some(records) = &mut self.records {
+            while let Ok(r) = records.try_recv() {
+                out.push(r);
+            }
         }
         out
     }

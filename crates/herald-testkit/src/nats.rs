@@ -101,6 +101,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The running server's process id (for its RSS and CPU in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     async fn try_launch(&mut self) -> Result<(), String> {
         let mut command = Command::new(&self.bin);
         if let Some(path) = &self.config {
@@ -226,6 +231,11 @@ impl NatsNode {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The running node's process id (for its RSS and CPU in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn launch(&mut self) {
