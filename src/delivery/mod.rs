@@ -274,14 +274,15 @@ impl Engine {
             return Ok(());
         }
         let key = (stream.to_owned(), consumer.to_owned());
-        // Disabled: no worker, no pulls; its messages wait in the consumer until enabled.
-        if sub.disabled {
-            self.stop_where(|k| *k == key);
-            return Ok(());
-        }
         if sub.is_expired(chrono::Utc::now()) {
             self.stop_where(|k| *k == key);
             self.deps.expire(&sub).await;
+            return Ok(());
+        }
+        // Disabled: no worker, no pulls; its messages wait in the consumer until enabled
+        // (expiry, checked first, still ends it).
+        if sub.disabled {
+            self.stop_where(|k| *k == key);
             return Ok(());
         }
         let Some(topic) = self.deps.store.get_topic(&sub.project, &sub.topic).await? else {
