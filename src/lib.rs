@@ -16,9 +16,12 @@
 //! - [`store`]: every JetStream and KV access; [`store::names`] is the one place that
 //!   names subjects, streams, buckets, keys and metadata; `store::errors` tells JetStream
 //!   errors apart by code; `store::discovery` is how delivery finds subscriptions (events,
-//!   consumers, the pull handle). Nothing outside `store` talks to NATS for state; only
+//!   consumers); `store::pull` sends the delivery engine's pull requests and reads their
+//!   answers; `store::leases` keeps delivery leases. Nothing outside `store` talks to NATS
+//!   for state; only
 //!   `names` and `topic_stream_config` are public beyond the crate.
-//! - [`delivery`]: the engine (one worker per subscription, retries, dead letters) and one
+//! - [`delivery`]: discovery, the multiplexed pull engine (`delivery::pull`: one task and
+//!   one inbox for every subscription), `deliver_one` (retries, dead letters) and one
 //!   module per protocol; its transports (webhook, email, NATS on its own connection, SMS)
 //!   and the user-message responder are the only other code that opens network connections.
 //! - [`auth`]: identities from headers, a tokens file or Keystone.

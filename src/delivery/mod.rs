@@ -1,15 +1,15 @@
-//! The delivery engine: finds every subscription (durable consumer) and runs one worker per
-//! subscription in this process. Several processes pull from the same consumers and share
-//! the work without double delivery.
+//! The delivery engine: finds every subscription (durable consumer) and hands it to the
+//! pull engine (`pull`), which pulls for all of them over one inbox and delivers. Several
+//! processes pull from the same consumers and share the work without double delivery.
 //!
-//! Discovery: JetStream consumer advisories (created/deleted), stream-deleted advisories
-//! and Herald's own `herald.internal.subscriptions.changed.>` announcements start, restart
-//! or stop a worker within moments; a full resync at start-up and every
-//! [`RESYNC_PERIOD`] is the safety net (and picks up topic policy changes).
+//! Discovery: JetStream consumer advisories (created, deleted, leader elected),
+//! stream-deleted advisories and Herald's own announcements of changed subscriptions and
+//! topics update the pull engine within moments; a full resync at start-up and every
+//! [`RESYNC_PERIOD`] is the safety net.
 //!
-//! Layout: `worker` (pull loop and `deliver_one`), `message` (what a worker reads from a
-//! JetStream message), `payload` (what it sends), `outcome`, one module per protocol
-//! (`webhook`, `email`, `nats`, `sms`), `confirm` (subscription confirmations),
+//! Layout: `pull` (the multiplexed pull engine), `worker` (`deliver_one`), `message` (what a
+//! delivery reads from a JetStream message), `payload` (what it sends), `outcome`, one module
+//! per protocol (`webhook`, `email`, `nats`, `sms`), `confirm` (subscription confirmations),
 //! `user_messages` (the dead-letter notice to the project) and `attempt_log` (the attempt
 //! records' writer, and auto-disable).
 
@@ -20,6 +20,7 @@ pub mod message;
 pub mod nats;
 pub mod outcome;
 pub mod payload;
+pub mod pull;
 pub mod sms;
 pub mod user_messages;
 pub mod webhook;
@@ -46,8 +47,11 @@ use crate::{
     },
 };
 
-/// Full resync period: the upper bound for noticing a missed event or a topic policy change.
-pub const RESYNC_PERIOD: Duration = Duration::from_secs(10);
+/// Full resync period: the upper bound for noticing a missed event. It lists every
+/// consumer of every topic, so it is the one cost of discovery that grows with the number
+/// of subscriptions; events (advisories, Herald's announcements of subscription and topic
+/// changes) do the work within moments.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(60);
 
 /// Outbound clients, built once per process and shared by the API (confirmations) and
 /// the workers.
@@ -136,17 +140,21 @@ impl Deps {
     }
 }
 
-struct Running {
-    fingerprint: String,
-    cancel: CancellationToken,
-}
-
-/// Runs the workers of this process.
+/// Runs the delivery of this process: discovery keeps the pull engine's list of
+/// subscriptions current; the engine pulls and delivers.
 #[derive(Clone)]
 pub struct Engine {
     deps: Arc<Deps>,
-    running: Arc<Mutex<HashMap<(String, String), Running>>>,
+    /// What the pull engine was last told for each subscription: its fingerprint.
+    running: Arc<Mutex<HashMap<pull::Key, u64>>>,
     tracker: TaskTracker,
+}
+
+/// Discovery, once the pull engine runs.
+#[derive(Clone)]
+struct Discovery {
+    engine: Engine,
+    puller: pull::PullHandle,
 }
 
 impl Engine {
@@ -168,9 +176,23 @@ impl Engine {
 
     /// Runs until `shutdown`; then stops pulling and waits for in-flight deliveries.
     pub async fn run(self, shutdown: CancellationToken) {
-        let events = tokio::spawn(self.clone().listen(shutdown.clone()));
+        let (puller, pulling) = loop {
+            match pull::start(self.deps.clone(), self.tracker.clone(), shutdown.clone()).await {
+                Ok(started) => break started,
+                Err(e) => tracing::warn!(error = %e, "pull engine not started yet"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        let discovery = Discovery {
+            engine: self.clone(),
+            puller,
+        };
+        let events = tokio::spawn(discovery.clone().listen(shutdown.clone()));
         loop {
-            if let Err(e) = self.resync(&shutdown).await {
+            if let Err(e) = discovery.resync().await {
                 tracing::debug!(error = %e, "delivery resync postponed");
             }
             tokio::select! {
@@ -179,18 +201,19 @@ impl Engine {
             }
         }
         let _ = events.await;
-        for (_, r) in self.running.lock().expect("workers lock").drain() {
-            r.cancel.cancel();
-        }
+        let _ = pulling.await;
         self.tracker.close();
         self.tracker.wait().await;
         self.deps.attempts.close().await;
+        self.deps.store.flush(Duration::from_secs(2)).await;
         tracing::info!("delivery engine stopped");
     }
+}
 
+impl Discovery {
     /// Reacts to consumer and stream events at once.
     async fn listen(self, shutdown: CancellationToken) {
-        let events = self.deps.store.subscription_events().await;
+        let events = self.engine.deps.store.subscription_events().await;
         let mut events = std::pin::pin!(events);
         loop {
             let event = tokio::select! {
@@ -198,36 +221,39 @@ impl Engine {
                 e = events.next() => e,
             };
             let Some(event) = event else { return };
-            let engine = self.clone();
-            let token = shutdown.clone();
+            let discovery = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = engine.refresh(event, &token).await {
+                if let Err(e) = discovery.refresh(event).await {
                     tracing::debug!(error = %e, "subscription refresh postponed");
                 }
             });
         }
     }
 
-    /// Brings one subscription's worker (or a whole deleted stream's) up to date.
-    async fn refresh(
-        &self,
-        event: SubscriptionEvent,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    /// Brings one subscription (or a whole deleted or changed stream) up to date.
+    async fn refresh(&self, event: SubscriptionEvent) -> anyhow::Result<()> {
+        let store = &self.engine.deps.store;
         let (stream, consumer) = match event {
             SubscriptionEvent::StreamDeleted { stream } => {
                 self.stop_where(|(s, _)| *s == stream);
                 return Ok(());
             }
+            SubscriptionEvent::LeaderElected { stream, consumer } => {
+                self.puller.repull((stream, consumer));
+                return Ok(());
+            }
+            SubscriptionEvent::TopicChanged { stream } => {
+                let consumers = store.subscription_consumers_of(&stream).await?;
+                let mut topics = HashMap::new();
+                for c in consumers {
+                    self.ensure(&c, &mut topics).await?;
+                }
+                return Ok(());
+            }
             SubscriptionEvent::Consumer { stream, consumer } => (stream, consumer),
         };
-        match self
-            .deps
-            .store
-            .subscription_consumer(&stream, &consumer)
-            .await?
-        {
-            Some(c) => self.ensure(&c, shutdown).await,
+        match store.subscription_consumer(&stream, &consumer).await? {
+            Some(c) => self.ensure(&c, &mut HashMap::new()).await,
             None => {
                 self.stop_where(|(s, c)| *s == stream && *c == consumer);
                 Ok(())
@@ -235,23 +261,25 @@ impl Engine {
         }
     }
 
-    /// Lists every subscription and makes the running workers match.
-    async fn resync(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let consumers = self.deps.store.subscription_consumers().await?;
+    /// Lists every subscription and makes the pull engine's list match.
+    async fn resync(&self) -> anyhow::Result<()> {
+        let consumers = self.engine.deps.store.subscription_consumers().await?;
         let mut seen = std::collections::HashSet::new();
+        // One topic read per topic, not per subscription.
+        let mut topics = HashMap::new();
         for c in consumers {
             seen.insert((c.stream.clone(), c.name.clone()));
-            self.ensure(&c, shutdown).await?;
+            self.ensure(&c, &mut topics).await?;
         }
         self.stop_where(|key| !seen.contains(key));
         Ok(())
     }
 
-    fn stop_where(&self, pred: impl Fn(&(String, String)) -> bool) {
-        let mut running = self.running.lock().expect("workers lock");
-        running.retain(|k, r| {
+    fn stop_where(&self, pred: impl Fn(&pull::Key) -> bool) {
+        let mut running = self.engine.running.lock().expect("workers lock");
+        running.retain(|k, _| {
             if pred(k) {
-                r.cancel.cancel();
+                self.puller.remove(k.clone());
                 false
             } else {
                 true
@@ -259,12 +287,13 @@ impl Engine {
         });
     }
 
-    /// Starts the worker of a subscription, or restarts it when it changed.
+    /// Hands the pull engine a subscription, or its new version when it changed.
     async fn ensure(
         &self,
         found: &SubscriptionConsumer,
-        shutdown: &CancellationToken,
+        topics: &mut HashMap<String, Option<Arc<Topic>>>,
     ) -> anyhow::Result<()> {
+        let deps = &self.engine.deps;
         let (stream, consumer, metadata) =
             (found.stream.as_str(), found.name.as_str(), &found.metadata);
         let Some(sub) = Subscription::from_consumer(consumer, metadata) else {
@@ -276,79 +305,53 @@ impl Engine {
         let key = (stream.to_owned(), consumer.to_owned());
         if sub.is_expired(chrono::Utc::now()) {
             self.stop_where(|k| *k == key);
-            self.deps.expire(&sub).await;
+            deps.expire(&sub).await;
             return Ok(());
         }
-        // Disabled: no worker, no pulls; its messages wait in the consumer until enabled
-        // (expiry, checked first, still ends it).
+        // Disabled: no pulls; its messages wait in the (paused) consumer until enabled.
         if sub.disabled {
             self.stop_where(|k| *k == key);
             return Ok(());
         }
-        let Some(topic) = self.deps.store.get_topic(&sub.project, &sub.topic).await? else {
+        let topic = match topics.get(stream) {
+            Some(t) => t.clone(),
+            None => {
+                let t = deps
+                    .store
+                    .get_topic(&sub.project, &sub.topic)
+                    .await?
+                    .map(Arc::new);
+                topics.insert(stream.to_owned(), t.clone());
+                t
+            }
+        };
+        let Some(topic) = topic else {
             return Ok(());
         };
         let fingerprint = fingerprint(metadata, topic.revision);
-        if self.is_running(&key, &fingerprint) {
+        if self.is_running(&key, fingerprint) {
             return Ok(());
         }
         let Some(target) = target_of(sub, &topic, stream) else {
             return Ok(());
         };
-        let handle = self
-            .deps
-            .store
-            .pull_consumer(stream, consumer)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open consumer {consumer}: {e}"))?;
-        let cancel = shutdown.child_token();
-        if !self.register(key, fingerprint, cancel.clone()) {
-            return Ok(());
-        }
-        self.tracker.spawn(worker::run(
-            self.deps.clone(),
-            target,
-            handle,
-            cancel,
-            self.tracker.clone(),
-        ));
+        self.engine
+            .running
+            .lock()
+            .expect("workers lock")
+            .insert(key.clone(), fingerprint);
+        self.puller.upsert(key, target);
         Ok(())
     }
 
-    /// Whether a worker for `key` already runs this version of the subscription.
-    fn is_running(&self, key: &(String, String), fingerprint: &str) -> bool {
-        self.running
+    /// Whether the engine already delivers this version of the subscription.
+    fn is_running(&self, key: &pull::Key, fingerprint: u64) -> bool {
+        self.engine
+            .running
             .lock()
             .expect("workers lock")
             .get(key)
-            .is_some_and(|r| r.fingerprint == fingerprint)
-    }
-
-    /// Records the new worker of `key`, cancelling the one it replaces; `false` (nothing
-    /// recorded) when a concurrent refresh already started this version.
-    fn register(
-        &self,
-        key: (String, String),
-        fingerprint: String,
-        cancel: CancellationToken,
-    ) -> bool {
-        let mut running = self.running.lock().expect("workers lock");
-        if running
-            .get(&key)
-            .is_some_and(|r| r.fingerprint == fingerprint)
-        {
-            return false;
-        }
-        if let Some(old) = running.insert(
-            key,
-            Running {
-                fingerprint,
-                cancel,
-            },
-        ) {
-            old.cancel.cancel();
-        }
-        true
+            .is_some_and(|f| *f == fingerprint)
     }
 }
 
@@ -368,8 +371,7 @@ fn target_of(sub: Subscription, topic: &Topic, stream: &str) -> Option<Arc<worke
     };
     let policy = worker::Target::effective_policy(topic.metadata.retry_policy(), sub.options.doc());
     Some(Arc::new(worker::Target {
-        lag: metrics::gauge!("herald_subscription_lag_messages",
-            "topic" => sub.topic.to_string(), "subscription" => sub.id.clone()),
+        lag: std::sync::OnceLock::new(),
         metrics: worker::DeliveryMetrics::new(subscriber.protocol().as_str()),
         schedule: policy.schedule(),
         policy,
@@ -387,13 +389,17 @@ fn target_of(sub: Subscription, topic: &Topic, stream: &str) -> Option<Arc<worke
 /// metadata in info responses but not in every other source; counting them made the first
 /// resync restart every worker, and a restart strands the messages already pulled for the
 /// old worker until `ack_wait` (a 30 s delivery stall).
-fn fingerprint(metadata: &HashMap<String, String>, topic_revision: u64) -> String {
+fn fingerprint(metadata: &HashMap<String, String>, topic_revision: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
     let mut own: Vec<_> = metadata
         .iter()
         .filter(|(k, _)| !k.starts_with("_nats."))
         .collect();
     own.sort();
-    format!("{own:?}/{topic_revision}")
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    own.hash(&mut h);
+    topic_revision.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

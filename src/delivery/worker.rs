@@ -1,29 +1,20 @@
-//! One subscription's worker: a pull loop ([`run`]) and one testable step
-//! ([`deliver_one`]) that delivers a message and acks, NAKs with the retry policy's delay,
-//! or dead-letters it. Workers never sleep on a retry: JetStream redelivers after the NAK
+//! One delivery: [`deliver_one`], the testable step that delivers a message and acks, NAKs
+//! with the retry policy's delay, or dead-letters it (the pull engine, `delivery::pull`,
+//! hands it the messages). Nothing sleeps on a retry: JetStream redelivers after the NAK
 //! delay.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use async_nats::jetstream::{
-    self,
-    consumer::{pull, pull::MessagesErrorKind, Consumer},
-    AckKind,
-};
+use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use chrono::Utc;
-use futures::StreamExt;
 use reqwest::{header::HeaderValue, Url};
 use serde_json::Value;
-use tokio::sync::Semaphore;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     attempt_log::Entry,
     email::{Email, DEFAULT_SUBJECT},
-    message::{
-        attempt_number, attributes_of, header, message_id, not_before, parse_ttl, remaining_delay,
-    },
+    message::{attempt_number, header, message_id, not_before, parse_ttl, remaining_delay},
     outcome::{DeliveryError, Outcome},
     payload::{apply_template, notification, signature_headers},
     sms, user_messages,
@@ -43,9 +34,6 @@ use crate::{
     },
 };
 
-/// Longest wait for a pull before it is renewed.
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Retry of Herald's own bookkeeping when NATS is briefly away (not an attempt).
 const POSTPONE: Duration = Duration::from_secs(1);
 
@@ -65,9 +53,9 @@ pub struct Target {
     pub default_ttl: u64,
     /// `options.filter_policy`, compiled once.
     pub filter: Option<FilterPolicy>,
-    /// Messages still waiting for this subscription (consumer lag), updated on every pull;
-    /// the handle is built once so the hot path does not allocate labels.
-    pub lag: metrics::Gauge,
+    /// Messages still waiting for this subscription (consumer lag), updated on every
+    /// delivery; registered on the first one, so an idle subscription costs no series.
+    pub lag: std::sync::OnceLock<metrics::Gauge>,
     /// Handles for the common outcome, built once per worker (a labelled `counter!` per
     /// delivery hashes and looks up its key every time).
     pub metrics: DeliveryMetrics,
@@ -111,127 +99,14 @@ impl Target {
         }
     }
 
-    fn in_flight(&self, max: usize) -> usize {
+    /// The subscription's delivery window: `max`, or 1 when ordered.
+    pub(crate) fn in_flight(&self, max: usize) -> usize {
         if self.sub.ordered() {
             1
         } else {
             max
         }
     }
-}
-
-/// Pulls from the subscription's consumer until cancelled or the consumer disappears.
-pub async fn run(
-    deps: Arc<Deps>,
-    target: Arc<Target>,
-    consumer: Consumer<pull::Config>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let in_flight = target.in_flight(deps.config.delivery_max_in_flight);
-    let permits = Arc::new(Semaphore::new(in_flight));
-    let mut backoff = Duration::from_millis(100);
-    let expiry = (target.sub.expires_at - Utc::now())
-        .to_std()
-        .unwrap_or_default();
-    let expires = tokio::time::sleep(expiry);
-    tokio::pin!(expires);
-    tracing::debug!(subscription = %target.sub.id, "worker started");
-    'outer: loop {
-        let stream = consumer
-            .stream()
-            .max_messages_per_batch(in_flight.min(256))
-            .heartbeat(PULL_HEARTBEAT)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await;
-        let mut messages = match stream {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, subscription = %target.sub.id, "pull failed");
-                if !consumer_exists(&consumer).await {
-                    break 'outer;
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => break 'outer,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        loop {
-            let permit = tokio::select! {
-                _ = cancel.cancelled() => {
-                    nak_buffered(&mut messages).await;
-                    break 'outer;
-                }
-                _ = &mut expires => {
-                    deps.expire(&target.sub).await;
-                    break 'outer;
-                }
-                p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            };
-            let next = tokio::select! {
-                _ = cancel.cancelled() => {
-                    nak_buffered(&mut messages).await;
-                    break 'outer;
-                }
-                _ = &mut expires => {
-                    deps.expire(&target.sub).await;
-                    break 'outer;
-                }
-                m = messages.next() => m,
-            };
-            match next {
-                Some(Ok(message)) => {
-                    backoff = Duration::from_millis(100);
-                    // A message the filter policy does not match is settled here: no task,
-                    // no permit held (with many filtered subscriptions on a topic almost
-                    // every message a worker pulls is one of these).
-                    let attributes = attributes_of(&message);
-                    if target
-                        .filter
-                        .as_ref()
-                        .is_some_and(|f| !f.matches(&attributes, &message.payload))
-                    {
-                        settle_filtered(&deps, &target, &message).await;
-                        drop(permit);
-                        continue;
-                    }
-                    let (deps, target) = (deps.clone(), target.clone());
-                    tracker.spawn(async move {
-                        deliver_one(&deps, &target, &message, &attributes).await;
-                        drop(permit);
-                    });
-                }
-                Some(Err(e)) => {
-                    drop(permit);
-                    let gone = e.kind() == MessagesErrorKind::ConsumerDeleted;
-                    tracing::debug!(error = %e, subscription = %target.sub.id, "pull interrupted");
-                    if gone || !consumer_exists(&consumer).await {
-                        break 'outer;
-                    }
-                    // The pull stream recovers by itself from a missed heartbeat (a busy
-                    // machine, a NATS reconnect). Re-creating it would drop the messages it
-                    // already holds, and JetStream would redeliver them only after
-                    // `ack_wait`: a 30 s stall for no reason.
-                    if e.kind() == MessagesErrorKind::MissingHeartbeat {
-                        continue;
-                    }
-                    nak_buffered(&mut messages).await;
-                    tokio::select! {
-                        _ = cancel.cancelled() => break 'outer,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue 'outer;
-                }
-                None => continue 'outer,
-            }
-        }
-    }
-    tracing::debug!(subscription = %target.sub.id, "worker stopped");
 }
 
 /// Settles a message the subscription's filter policy does not match: acked, counted and
@@ -308,20 +183,6 @@ fn record(
     });
 }
 
-async fn consumer_exists(consumer: &Consumer<pull::Config>) -> bool {
-    match consumer.get_info().await {
-        Ok(_) => true,
-        Err(e) => !crate::store::errors::is_consumer_not_found(&e),
-    }
-}
-
-/// On shutdown, hands back messages already pulled but not started.
-async fn nak_buffered(messages: &mut pull::Stream) {
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, messages.next()).await {
-        let _ = m.ack_with(AckKind::Nak(None)).await;
-    }
-}
-
 /// What the message itself must satisfy for this subscriber, checked before any attempt.
 fn check_deliverable(target: &Target, body: &[u8]) -> Result<(), DeliveryError> {
     if matches!(target.subscriber, Subscriber::Email { .. }) && std::str::from_utf8(body).is_err() {
@@ -376,7 +237,13 @@ async fn settle(
     let published_ms =
         i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
     let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
-    target.lag.set(info.pending as f64);
+    target
+        .lag
+        .get_or_init(|| {
+            metrics::gauge!("herald_subscription_lag_messages",
+                "topic" => target.topic.to_string(), "subscription" => target.sub.id.clone())
+        })
+        .set(info.pending as f64);
     let (id, id_ok) = message_id(message, &target.stream, stream_seq);
     tracing::Span::current().record("message_id", id.as_str());
     if !receives_now(deps, target, now) {

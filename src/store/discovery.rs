@@ -1,23 +1,20 @@
 //! How delivery finds subscriptions: the events that say one changed, the subscription
-//! consumers of every topic stream, and the pull handle a worker consumes. Delivery asks
+//! consumers of every topic stream (the pull requests themselves are in `pull`). Delivery asks
 //! here and never lists streams or decodes JetStream subjects itself.
 
 use std::collections::HashMap;
 
-use async_nats::jetstream::consumer::{pull, Consumer};
 use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::{
     errors::{classify, is_consumer_not_found, is_stream_not_found},
     names::{
-        ADVISORY_CONSUMER_CREATED, ADVISORY_CONSUMER_DELETED, ADVISORY_STREAM_DELETED,
-        CHANGED_SUBJECT_PREFIX, TOPIC_STREAM_PREFIX,
+        ADVISORY_CONSUMER_CREATED, ADVISORY_CONSUMER_DELETED, ADVISORY_CONSUMER_LEADER_ELECTED,
+        ADVISORY_STREAM_DELETED, CHANGED_SUBJECT_PREFIX, TOPIC_CHANGED_SUBJECT_PREFIX,
+        TOPIC_STREAM_PREFIX,
     },
     Store, StoreError,
 };
-
-/// The pull consumer of one subscription: what a worker pulls, acks and NAKs on.
-pub type PullConsumer = Consumer<pull::Config>;
 
 /// Something changed about a topic stream's subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +23,11 @@ pub enum SubscriptionEvent {
     StreamDeleted { stream: String },
     /// This subscription's consumer was created, deleted or changed: look it up again.
     Consumer { stream: String, consumer: String },
+    /// The topic's metadata (its policies) changed: every subscription of it is looked up
+    /// again.
+    TopicChanged { stream: String },
+    /// This consumer has a new leader: pull requests sent to the old one are lost.
+    LeaderElected { stream: String, consumer: String },
 }
 
 impl SubscriptionEvent {
@@ -37,6 +39,15 @@ impl SubscriptionEvent {
             ["$JS", "EVENT", "ADVISORY", "STREAM", "DELETED", stream] => Self::StreamDeleted {
                 stream: (*stream).to_owned(),
             },
+            ["herald", "internal", "topics", "changed", stream] => Self::TopicChanged {
+                stream: (*stream).to_owned(),
+            },
+            ["$JS", "EVENT", "ADVISORY", "CONSUMER", "LEADER_ELECTED", stream, consumer] => {
+                Self::LeaderElected {
+                    stream: (*stream).to_owned(),
+                    consumer: (*consumer).to_owned(),
+                }
+            }
             [.., stream, consumer] => Self::Consumer {
                 stream: (*stream).to_owned(),
                 consumer: (*consumer).to_owned(),
@@ -44,7 +55,10 @@ impl SubscriptionEvent {
             _ => return None,
         };
         let stream = match &event {
-            Self::StreamDeleted { stream } | Self::Consumer { stream, .. } => stream,
+            Self::StreamDeleted { stream }
+            | Self::TopicChanged { stream }
+            | Self::Consumer { stream, .. }
+            | Self::LeaderElected { stream, .. } => stream,
         };
         stream.starts_with(TOPIC_STREAM_PREFIX).then_some(event)
     }
@@ -67,8 +81,10 @@ impl Store {
         let subjects = [
             ADVISORY_CONSUMER_CREATED.to_owned(),
             ADVISORY_CONSUMER_DELETED.to_owned(),
+            ADVISORY_CONSUMER_LEADER_ELECTED.to_owned(),
             ADVISORY_STREAM_DELETED.to_owned(),
             format!("{CHANGED_SUBJECT_PREFIX}.>"),
+            format!("{TOPIC_CHANGED_SUBJECT_PREFIX}.>"),
         ];
         let mut subs = Vec::new();
         for s in subjects {
@@ -107,17 +123,28 @@ impl Store {
     pub async fn subscription_consumers(&self) -> Result<Vec<SubscriptionConsumer>, StoreError> {
         let mut all = Vec::new();
         for stream in self.topic_stream_names().await? {
-            let Ok(s) = self.js.get_stream(&stream).await else {
-                continue;
-            };
-            let infos: Vec<_> = s.consumers().try_collect().await.map_err(classify)?;
-            all.extend(infos.into_iter().map(|info| SubscriptionConsumer {
-                stream: stream.clone(),
-                name: info.name,
-                metadata: info.config.metadata,
-            }));
+            all.extend(self.subscription_consumers_of(&stream).await?);
         }
         Ok(all)
+    }
+
+    /// Every consumer of one topic stream; none when the stream does not exist.
+    pub async fn subscription_consumers_of(
+        &self,
+        stream: &str,
+    ) -> Result<Vec<SubscriptionConsumer>, StoreError> {
+        let Ok(s) = self.js.get_stream(stream).await else {
+            return Ok(Vec::new());
+        };
+        let infos: Vec<_> = s.consumers().try_collect().await.map_err(classify)?;
+        Ok(infos
+            .into_iter()
+            .map(|info| SubscriptionConsumer {
+                stream: stream.to_owned(),
+                name: info.name,
+                metadata: info.config.metadata,
+            })
+            .collect())
     }
 
     /// The names of every topic stream.
@@ -132,19 +159,6 @@ impl Store {
             .into_iter()
             .filter(|n| n.starts_with(TOPIC_STREAM_PREFIX))
             .collect())
-    }
-
-    /// The pull handle a worker consumes one subscription through.
-    pub async fn pull_consumer(
-        &self,
-        stream: &str,
-        consumer: &str,
-    ) -> Result<PullConsumer, StoreError> {
-        // One consumer-info request; no stream info is needed to pull.
-        self.js
-            .get_consumer_from_stream(consumer, stream)
-            .await
-            .map_err(classify)
     }
 }
 
@@ -168,6 +182,21 @@ mod tests {
             SubscriptionEvent::from_subject(&format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{stream}")),
             Some(SubscriptionEvent::StreamDeleted {
                 stream: stream.clone()
+            })
+        );
+        assert_eq!(
+            SubscriptionEvent::from_subject(&format!("herald.internal.topics.changed.{stream}")),
+            Some(SubscriptionEvent::TopicChanged {
+                stream: stream.clone()
+            })
+        );
+        assert_eq!(
+            SubscriptionEvent::from_subject(&format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{stream}.sub3"
+            )),
+            Some(SubscriptionEvent::LeaderElected {
+                stream: stream.clone(),
+                consumer: "sub3".into()
             })
         );
         assert_eq!(

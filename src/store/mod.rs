@@ -7,8 +7,10 @@ pub(crate) mod attempts;
 pub(crate) mod dead_letters;
 pub(crate) mod discovery;
 pub(crate) mod errors;
+pub(crate) mod leases;
 pub(crate) mod messages;
 pub mod names;
+pub(crate) mod pull;
 mod scan;
 pub(crate) mod subscriptions;
 pub(crate) mod topic_cache;
@@ -83,6 +85,7 @@ pub struct Store {
     max_subscriptions: i32,
     buckets: Arc<OnceCell<Buckets>>,
     dead_letters: Arc<OnceCell<jetstream::stream::Stream>>,
+    leases: Arc<OnceCell<kv::Store>>,
     attempts: Arc<OnceCell<jetstream::stream::Stream>>,
     health: Arc<OnceCell<kv::Store>>,
     /// `HERALD_ATTEMPTS`' limits: age and bytes.
@@ -132,6 +135,7 @@ impl Store {
                 .unwrap_or(i32::MAX),
             buckets: Arc::new(OnceCell::new()),
             dead_letters: Arc::new(OnceCell::new()),
+            leases: Arc::new(OnceCell::new()),
             attempts: Arc::new(OnceCell::new()),
             health: Arc::new(OnceCell::new()),
             attempt_limits: (
@@ -146,6 +150,13 @@ impl Store {
     /// goes through the methods of `store`.
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Waits until everything published so far (acks above all) has reached the server, for
+    /// at most `within`: on shutdown, an ack still in the client's buffer would be lost and
+    /// its message delivered again.
+    pub async fn flush(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.client.flush()).await;
     }
 
     pub fn is_connected(&self) -> bool {

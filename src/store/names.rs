@@ -52,10 +52,22 @@ pub fn changed_subject(stream: &str, id: &str) -> String {
     format!("{CHANGED_SUBJECT_PREFIX}.{stream}.{id}")
 }
 
+/// Core NATS subject on which the API announces a changed topic (its policies reach every
+/// subscription's delivery): `...{stream}`.
+pub const TOPIC_CHANGED_SUBJECT_PREFIX: &str = "herald.internal.topics.changed";
+
+/// The announcement subject of a change to topic stream `stream`.
+pub fn topic_changed_subject(stream: &str) -> String {
+    format!("{TOPIC_CHANGED_SUBJECT_PREFIX}.{stream}")
+}
+
 /// JetStream advisories the delivery engine watches: `...{stream}.{consumer}`.
 pub const ADVISORY_CONSUMER_CREATED: &str = "$JS.EVENT.ADVISORY.CONSUMER.CREATED.>";
 /// See [`ADVISORY_CONSUMER_CREATED`].
 pub const ADVISORY_CONSUMER_DELETED: &str = "$JS.EVENT.ADVISORY.CONSUMER.DELETED.>";
+/// A consumer got a new leader (cluster failover): pull requests waiting at the old leader
+/// are gone, so the engine asks again at once: `...{stream}.{consumer}`.
+pub const ADVISORY_CONSUMER_LEADER_ELECTED: &str = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.>";
 /// JetStream advisory of a deleted stream: `...{stream}`.
 pub const ADVISORY_STREAM_DELETED: &str = "$JS.EVENT.ADVISORY.STREAM.DELETED.>";
 
@@ -85,6 +97,9 @@ pub const DEAD_LETTERS_SUBJECTS: &str = "herald.dead_letters.>";
 pub fn dead_letter_subject(project: &ProjectId, stream: &str, subscription: &str) -> String {
     format!("herald.dead_letters.{project}.{stream}.{subscription}")
 }
+
+/// Delivery leases (`store::leases`), key `{stream}.{consumer}`.
+pub const LEASES_BUCKET: &str = "herald_leases";
 
 // Attempts ----------------------------------------------------------------------------------
 

@@ -56,6 +56,22 @@ fn subscription_quota(e: StoreError, stream: &jetstream::stream::Stream) -> Stor
     }
 }
 
+/// Every subscription in `stream` (the topic's), sorted by id.
+async fn subscriptions_in(
+    stream: &jetstream::stream::Stream,
+    project: &ProjectId,
+    topic: &TopicName,
+) -> Result<Vec<Subscription>, StoreError> {
+    let infos: Vec<_> = stream.consumers().try_collect().await.map_err(classify)?;
+    let mut subs: Vec<Subscription> = infos
+        .iter()
+        .filter_map(|i| Subscription::from_consumer(&i.name, &i.config.metadata))
+        .filter(|s| &s.project == project && &s.topic == topic)
+        .collect();
+    subs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(subs)
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
@@ -275,14 +291,7 @@ impl Store {
             Err(StoreError::NotFound) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let infos: Vec<_> = stream.consumers().try_collect().await.map_err(classify)?;
-        let mut subs: Vec<Subscription> = infos
-            .iter()
-            .filter_map(|i| Subscription::from_consumer(&i.name, &i.config.metadata))
-            .filter(|s| &s.project == project && &s.topic == topic)
-            .collect();
-        subs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(subs)
+        subscriptions_in(&stream, project, topic).await
     }
 
     pub async fn get_subscription(
@@ -332,8 +341,8 @@ impl Store {
     ) -> Result<Created, StoreError> {
         let stream = self.stream_of(&sub.project, &sub.topic).await?;
         let now = Utc::now();
-        let existing = self
-            .list_subscriptions(&sub.project, &sub.topic)
+        // The stream handle just read serves the listing too (one stream info, not two).
+        let existing = subscriptions_in(&stream, &sub.project, &sub.topic)
             .await?
             .into_iter()
             .find(|s| s.subscriber == sub.subscriber);
@@ -388,7 +397,14 @@ impl Store {
         // that still holds the old subscription; they all learn of the change (announced
         // below) well within the pause, which then ends by itself. (A config update does
         // not pause; the pause API must come first.)
-        let until = time::OffsetDateTime::now_utc() + CHANGE_BARRIER;
+        // A disabled subscription stays paused until enabled: a pull request still waiting
+        // on the server from before must not be handed its messages (each hand-back would
+        // count as a delivery and spend its retries).
+        let until = if sub.disabled {
+            time::OffsetDateTime::now_utc() + time::Duration::days(365 * 100)
+        } else {
+            time::OffsetDateTime::now_utc() + CHANGE_BARRIER
+        };
         match stream.pause_consumer(&sub.id, until).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => return Err(StoreError::NotFound),

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::domain::{topic_metadata::MAX_MESSAGE_TTL_SECS, ProjectId, TopicMetadata, TopicName};
 
-use super::names::{stream_name, topic_subject};
+use super::names::{stream_name, topic_changed_subject, topic_subject};
 
 /// How long JetStream remembers `Nats-Msg-Id`s for idempotent publishing.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -256,7 +256,15 @@ impl Store {
         // After the write, so a concurrent reader cannot re-cache the old record.
         self.topic_cache.invalidate(&k);
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Every delivery engine takes the new policies at once (best effort: the
+                // periodic resync catches a lost announcement).
+                let subject = topic_changed_subject(&stream_name(project, topic));
+                if let Err(e) = self.client.publish(subject, bytes::Bytes::new()).await {
+                    tracing::debug!(error = %e, "topic change not announced");
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(
                 StoreError::Conflict("the topic was updated concurrently; retry".into()),
             ),

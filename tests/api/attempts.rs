@@ -426,8 +426,13 @@ async fn second_process(app: &TestApp) -> CancellationToken {
 
 /// Waits until nobody pulls from the subscription's consumer and `pending` messages wait
 /// (not yet pulled, or NAKed by the stopped worker and due again).
+/// Nothing is pulled for the disabled subscription and `pending` messages wait in its
+/// consumer. A pull request sent before the disable is not renewed but may wait on the server
+/// (never served: the consumer is paused) until it expires, so this allows the pull engine's
+/// request lifetime.
 async fn parked(app: &TestApp, sub: &str, pending: u64) {
-    eventually(WAIT, "no pull requests and messages waiting", || async {
+    let wait = herald::delivery::pull::PULL_EXPIRES + WAIT;
+    eventually(wait, "no pull requests and messages waiting", || async {
         let info = consumer_info(app, "t", sub).await;
         (info.num_waiting == 0 && info.num_pending + info.num_ack_pending as u64 == pending)
             .then_some(())

@@ -11,6 +11,7 @@ mod kannel;
 mod messages;
 mod nats_permissions;
 mod ops;
+mod rate_limit;
 mod schemathesis;
 mod sms;
 mod subscription_changes;
