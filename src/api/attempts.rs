@@ -20,7 +20,7 @@ use crate::{
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
-/// Most records one message view reads (the topic's subscriptions' records, oldest first).
+/// Most records one message view reads (the newest of the topic's subscriptions).
 const MESSAGE_VIEW_MAX_SCANNED: usize = 100_000;
 
 /// One delivery attempt.

@@ -236,23 +236,38 @@ impl Store {
         subscription: &str,
         before: Option<u64>,
         expect: usize,
+        visit: impl FnMut(StoredAttempt) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        let subjects = vec![attempt_subject(project, subscription)];
+        self.walk_back_subjects(subjects, before, expect, visit)
+            .await
+    }
+
+    /// [`Self::walk_back`] over several subscriptions' subjects at once.
+    async fn walk_back_subjects(
+        &self,
+        subjects: Vec<String>,
+        before: Option<u64>,
+        expect: usize,
         mut visit: impl FnMut(StoredAttempt) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let stream = self.attempt_stream().await?;
-        let subject = attempt_subject(project, subscription);
         let state = stream.get_info().await.map_err(classify)?.state;
-        let mine = subject_count(stream, &subject).await?;
+        let mut mine = 0;
+        for subject in &subjects {
+            mine += subject_count(stream, subject).await?;
+        }
         if mine == 0 || state.messages == 0 {
             return Ok(());
         }
         let first = state.first_sequence.max(1);
         let mut hi = before.unwrap_or(u64::MAX).min(state.last_sequence + 1);
-        // Sequences per record of this subject, so a window holds about `expect` of them.
+        // Sequences per record of these subjects, so a window holds about `expect` of them.
         let stride = (state.messages / mine).max(1);
         let mut window = (stride.saturating_mul(expect as u64 + 1) * 5 / 4).max(MIN_WINDOW);
         while hi > first {
             let lo = hi.saturating_sub(window).max(first);
-            let batch = read_window(stream, &subject, lo, hi).await?;
+            let batch = read_window(stream, &subjects, lo, hi).await?;
             for stored in batch.into_iter().rev() {
                 if visit(stored).is_break() {
                     return Ok(());
@@ -264,8 +279,8 @@ impl Store {
         Ok(())
     }
 
-    /// Every record of `subjects` (e.g. a topic's subscriptions) for which `keep` holds,
-    /// oldest first, reading at most `max_scanned` records.
+    /// The records of `subscriptions` (e.g. a topic's) for which `keep` holds, oldest
+    /// first, among their newest `max_scanned` records.
     pub async fn scan_attempts(
         &self,
         project: &ProjectId,
@@ -276,40 +291,25 @@ impl Store {
         if subscriptions.is_empty() {
             return Ok(Vec::new());
         }
-        let stream = self.attempt_stream().await?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subjects: subscriptions
-                    .iter()
-                    .map(|s| attempt_subject(project, s))
-                    .collect(),
-                replay_policy: ReplayPolicy::Instant,
-                ..Default::default()
-            })
-            .await
-            .map_err(classify)?;
-        let _cleanup = DeleteOnDrop::new(stream, consumer.cached_info().name.clone());
-        let pending = consumer.cached_info().num_pending;
+        let subjects = subscriptions
+            .iter()
+            .map(|s| attempt_subject(project, s))
+            .collect();
         let mut out = Vec::new();
-        if pending == 0 {
-            return Ok(out);
-        }
-        let mut messages = consumer.messages().await.map_err(classify)?;
-        let mut seen = 0;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(classify)?;
-            seen += 1;
-            let info = message.info().map_err(StoreError::Unavailable)?;
-            let (seq, remaining) = (info.stream_sequence, info.pending);
-            if let Some(stored) = decode(seq, &message.payload) {
-                if keep(&stored.attempt) {
-                    out.push(stored);
-                }
+        let mut scanned = 0;
+        self.walk_back_subjects(subjects, None, 1000, |stored| {
+            if keep(&stored.attempt) {
+                out.push(stored);
             }
-            if remaining == 0 || seen >= max_scanned {
-                break;
+            scanned += 1;
+            if scanned >= max_scanned {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-        }
+        })
+        .await?;
+        out.reverse();
         Ok(out)
     }
 
@@ -407,16 +407,21 @@ async fn subject_count(
     Ok(total)
 }
 
-/// The records of `subject` with sequences in `lo..hi`, oldest first.
+/// The records of `subjects` with sequences in `lo..hi`, oldest first.
 async fn read_window(
     stream: &jetstream::stream::Stream,
-    subject: &str,
+    subjects: &[String],
     lo: u64,
     hi: u64,
 ) -> Result<Vec<StoredAttempt>, StoreError> {
+    let (filter_subject, filter_subjects) = match subjects {
+        [one] => (one.clone(), Vec::new()),
+        many => (String::new(), many.to_vec()),
+    };
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: subject.to_owned(),
+            filter_subject,
+            filter_subjects,
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: lo },
             replay_policy: ReplayPolicy::Instant,
             ..Default::default()
