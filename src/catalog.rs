@@ -56,6 +56,12 @@ level = "ERROR"
 resource_type = "SUBSCRIPTION"
 
 [[event]]
+id = "HERALD_SUBSCRIPTION_001_006"
+message = "deliver message:The Keystone trust of this trust+ subscription no longer works (revoked, deleted, or its user disabled), so Herald cannot act for the subscriber; create the subscription again."
+level = "ERROR"
+resource_type = "SUBSCRIPTION"
+
+[[event]]
 id = "HERALD_SUBSCRIPTION_001_007"
 message = "deliver message:Herald's outbound policy does not allow sending to this subscriber's address, so the message was not sent; change the subscriber or ask the operator."
 level = "ERROR"
@@ -84,6 +90,8 @@ resource_type = "SUBSCRIPTION"
 pub const EVENT_DELIVERY_REJECTED: &str = "HERALD_SUBSCRIPTION_001_001";
 /// Delivery retries exhausted.
 pub const EVENT_DELIVERY_RETRIES_EXHAUSTED: &str = "HERALD_SUBSCRIPTION_001_002";
+/// The Keystone trust of a `trust+` subscription stopped working (a permanent failure).
+pub const EVENT_DELIVERY_TRUST_GONE: &str = "HERALD_SUBSCRIPTION_001_006";
 /// Delivery refused by Herald's own outbound policy, not by the subscriber.
 pub const EVENT_DELIVERY_REFUSED_BY_POLICY: &str = "HERALD_SUBSCRIPTION_001_007";
 /// Subscription expired.
@@ -487,6 +495,7 @@ resource_types = ["VOLUME", "VOLUME_SNAPSHOT"]
             EVENT_DELIVERY_REJECTED,
             EVENT_DELIVERY_RETRIES_EXHAUSTED,
             EVENT_DELIVERY_REFUSED_BY_POLICY,
+            EVENT_DELIVERY_TRUST_GONE,
             EVENT_SUBSCRIPTION_EXPIRED,
             EVENT_CONFIRMATION_NEVER_COMPLETED,
         ] {

@@ -84,6 +84,22 @@ pub struct Config {
     /// How long a validated token is trusted without asking Keystone again (never past the
     /// token's own expiry): a revoked token keeps working for up to this long.
     pub token_cache_seconds: u64,
+    /// NATS auth callout (`auth_mode = keystone`): seed (`SA…`) of the account nkey that
+    /// signs the users Herald issues to native NATS clients presenting a Keystone token;
+    /// unset: no callout responder. Its public key is the server's `auth_callout.issuer`.
+    #[serde(default, deserialize_with = "de_non_empty")]
+    pub nats_callout_issuer_seed: Option<String>,
+    /// Curve seed (`SX…`) whose public key is the server's `auth_callout.xkey`: requests
+    /// and responses are then encrypted. Unset: the server must not set `xkey`.
+    #[serde(default, deserialize_with = "de_non_empty")]
+    pub nats_callout_xkey_seed: Option<String>,
+    /// The responder's own NATS user, in the callout account and listed in `auth_users`.
+    #[serde(default, deserialize_with = "de_non_empty")]
+    pub nats_callout_user: Option<String>,
+    #[serde(default, deserialize_with = "de_non_empty")]
+    pub nats_callout_password: Option<String>,
+    /// The account native clients are placed in: the one holding Herald's streams.
+    pub nats_callout_account: String,
     /// Make the `Client-ID` header mandatory on `/v2`, as Zaqar does.
     pub require_client_id: bool,
     /// Largest accepted request body, in bytes.
@@ -170,6 +186,11 @@ impl Default for Config {
             keystone_role_map: String::new(),
             keystone_timeout_ms: 3000,
             token_cache_seconds: 300,
+            nats_callout_issuer_seed: None,
+            nats_callout_xkey_seed: None,
+            nats_callout_user: None,
+            nats_callout_password: None,
+            nats_callout_account: "HERALD".into(),
             require_client_id: false,
             max_body_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
@@ -304,6 +325,12 @@ impl Config {
             return Err(invalid("tokens_file", "required when auth_mode = tokens"));
         }
         if self.auth_mode != AuthMode::Keystone {
+            if self.nats_callout_issuer_seed.is_some() {
+                return Err(invalid(
+                    "nats_callout_issuer_seed",
+                    "the NATS auth callout needs auth_mode = keystone",
+                ));
+            }
             return Ok(());
         }
         let required: [(&'static str, &Option<String>); 4] = [
@@ -326,6 +353,7 @@ impl Config {
         }
         crate::auth::parse_role_map(&self.keystone_role_map)
             .map_err(|reason| invalid("keystone_role_map", &reason))?;
+        crate::auth::callout::check_config(self)?;
         in_range("keystone_timeout_ms", self.keystone_timeout_ms, 1, u64::MAX)
             .map_err(|_| invalid("keystone_timeout_ms", "must be positive"))
     }
@@ -458,7 +486,7 @@ impl Config {
     }
 }
 
-fn invalid(field: &'static str, reason: &str) -> ConfigError {
+pub(crate) fn invalid(field: &'static str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         field,
         reason: reason.to_owned(),

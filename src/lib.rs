@@ -26,7 +26,8 @@
 //!   and the user-message responder are the only other code that opens network connections.
 //! - [`console`]: the operator web console at `/console/` (server-rendered HTML); it calls
 //!   the same services and store functions as the API handlers.
-//! - [`auth`]: identities from headers, a tokens file or Keystone.
+//! - [`auth`]: identities from headers, a tokens file or Keystone; Keystone trusts for
+//!   `trust+` subscribers; the NATS auth callout for native clients with Keystone tokens.
 //! - [`config`], [`telemetry`], [`server`], [`shutdown`], [`startup`]: process plumbing.
 //! - [`error`]: the API error types (Zaqar and Cinder bodies) and their status mapping.
 

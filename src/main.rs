@@ -42,11 +42,18 @@ enum Command {
     Config,
     /// Print the OpenAPI document and exit.
     Openapi,
+    /// Print new NATS auth callout keys (issuer account nkey and xkey): the seeds for
+    /// Herald's config, the public keys for nats-server's `auth_callout`.
+    NkeyGen,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::NkeyGen)) {
+        print!("{}", herald::auth::callout::generate_keys());
+        return std::process::ExitCode::SUCCESS;
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -72,6 +79,8 @@ async fn main() -> std::process::ExitCode {
             );
             return std::process::ExitCode::SUCCESS;
         }
+        // Printed before the configuration is loaded (it needs none).
+        Command::NkeyGen => return std::process::ExitCode::SUCCESS,
         Command::Serve {
             api_only,
             workers_only,

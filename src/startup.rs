@@ -9,7 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api::{self, AppState},
-    auth::{Authenticator, Keystone},
+    auth::{callout::Callout, Authenticator, Keystone},
     catalog::Catalog,
     config::{AuthMode, Config},
     delivery::{Engine, Outbound},
@@ -73,6 +73,7 @@ impl Application {
             Duration::from_secs(config.message_ttl),
         );
         let mut outbound = Outbound::new(&config).context("failed to set up outbound delivery")?;
+        outbound.keystone = auth.keystone().cloned();
         if roles.workers {
             outbound
                 .connect_nats(&config)
@@ -116,6 +117,16 @@ impl Application {
             self.state.auth.clone(),
             shutdown.clone(),
         ));
+        if let Some(keystone) = self.state.auth.keystone() {
+            if let Some(callout) = Callout::from_config(&self.state.config, keystone.clone())
+                .context("failed to set up the NATS auth callout")?
+            {
+                let client = Callout::connect(&self.state.config)
+                    .await
+                    .context("failed to set up the NATS auth callout connection")?;
+                tasks.spawn(callout.serve(client, shutdown.clone()));
+            }
+        }
         tasks.spawn(user_messages::serve_nats(
             self.state.user_messages.clone(),
             self.state.store.clone(),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    auth::Identity,
+    auth::{Identity, TrustCreateError},
     config::{AuthMode, Config, NatsSubscriberScope},
     delivery::{confirm, consumer_limits, Outbound},
     domain::{
@@ -229,25 +229,54 @@ pub fn check_subscribe(
     Ok(())
 }
 
-/// The credential Herald presents to a `trust+` subscriber on the creator's behalf.
-pub fn delegation(mode: AuthMode, identity: &Identity) -> Result<String, ApiError> {
+/// How Herald acts on the creator's behalf towards a `trust+` subscriber.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delegation {
+    /// A token kept with the subscription (`noauth`, `tokens`).
+    Token(String),
+    /// A Keystone trust created for the subscription (`keystone`); Herald never keeps
+    /// the caller's token.
+    Trust,
+}
+
+/// The delegation a `trust+` subscription of this caller gets.
+pub fn delegation(mode: AuthMode, identity: &Identity) -> Result<Delegation, ApiError> {
     match mode {
-        AuthMode::Tokens => identity.delegable_token.clone().ok_or_else(|| {
-            ApiError::Forbidden(
-                "trust subscriptions need a token marked \"delegable\" in the tokens file.".into(),
-            )
-        }),
-        // Keystone trusts (design.md, issue 12 part 2) are not built yet: refuse rather than
-        // hand the caller's own, short-lived token to a subscriber.
-        AuthMode::Keystone => Err(ApiError::Forbidden(
-            "trust subscriptions are not yet supported with auth_mode = keystone.".into(),
-        )),
+        AuthMode::Tokens => identity
+            .delegable_token
+            .clone()
+            .map(Delegation::Token)
+            .ok_or_else(|| {
+                ApiError::Forbidden(
+                    "trust subscriptions need a token marked \"delegable\" in the tokens file."
+                        .into(),
+                )
+            }),
+        AuthMode::Keystone => Ok(Delegation::Trust),
         // Cinder's noauth token form.
-        AuthMode::Noauth => Ok(format!(
+        AuthMode::Noauth => Ok(Delegation::Token(format!(
             "{}:{}",
             identity.user_id.as_deref().unwrap_or("herald"),
             identity.project
+        ))),
+    }
+}
+
+/// A trust that Keystone refused to create, or could not, as the API's error.
+fn trust_create_error(e: TrustCreateError) -> ApiError {
+    match e {
+        TrustCreateError::NoToken => ApiError::Unauthorized(
+            "Authentication failed: the token cannot create a Keystone trust.".into(),
+        ),
+        TrustCreateError::Refused { message, .. } => ApiError::Forbidden(format!(
+            "Keystone refused to create the trust a trust+ subscription needs: {message}"
         )),
+        TrustCreateError::Keystone(e) => {
+            tracing::warn!(error.cause_chain = ?e, error.message = %e, "trust not created");
+            ApiError::Unavailable(
+                "The identity service is not reachable right now; retry later.".into(),
+            )
+        }
     }
 }
 
@@ -328,6 +357,32 @@ impl Subscriptions<'_> {
             .collect())
     }
 
+    /// A Keystone trust from the caller to Herald for a subscription of the caller's
+    /// project that expires at `expires_at`.
+    async fn create_trust(
+        &self,
+        identity: &Identity,
+        caller_token: Option<&str>,
+        expires_at: chrono::DateTime<Utc>,
+    ) -> Result<String, ApiError> {
+        let (Some(keystone), Some(caller), Some(token)) =
+            (&self.outbound.keystone, &identity.keystone, caller_token)
+        else {
+            return Err(trust_create_error(TrustCreateError::NoToken));
+        };
+        keystone
+            .create_trust(token, caller, &identity.project, expires_at)
+            .await
+            .map_err(trust_create_error)
+    }
+
+    /// Deletes a trust this service created but no subscription holds (best effort).
+    async fn drop_trust(&self, trust_id: Option<&str>) {
+        if let (Some(trust), Some(keystone)) = (trust_id, &self.outbound.keystone) {
+            keystone.delete_trust(trust).await;
+        }
+    }
+
     fn send_confirmation(&self, sub: Subscription, unsubscribe: bool) {
         let (outbound, config) = (self.outbound.clone(), self.config.clone());
         tokio::spawn(async move { confirm::send(&outbound, &config, &sub, unsubscribe).await });
@@ -335,9 +390,12 @@ impl Subscriptions<'_> {
 
     /// Subscribes; a repeated `POST` of an unconfirmed subscription returns it (and sends
     /// the confirmation again), of a confirmed one is a 409.
+    /// `caller_token` is the request's `X-Auth-Token`: in keystone mode a `trust+`
+    /// subscription's trust is created with it (never stored).
     pub async fn create(
         &self,
         identity: &Identity,
+        caller_token: Option<&str>,
         name: &TopicName,
         doc: SubscriptionDoc,
     ) -> Result<Subscription, ApiError> {
@@ -351,13 +409,23 @@ impl Subscriptions<'_> {
         let ttl = changes.ttl.unwrap_or(DEFAULT_TTL_SECS);
         let topic = self.topic(&identity.project, name).await?;
         check_subscribe(&topic, identity, &subscriber.parsed)?;
-        let delegated_token = match subscriber.parsed.protocol() {
-            Protocol::Trust => Some(delegation(self.config.auth_mode, identity)?),
-            _ => None,
-        };
         let now = Utc::now();
         let mut options = changes.options.unwrap_or_default();
         let enabled = take_enabled(&mut options);
+        let expires_at = now + Duration::seconds(ttl as i64);
+        let (delegated_token, trust_id) = match subscriber.parsed.protocol() {
+            Protocol::Trust => match delegation(self.config.auth_mode, identity)? {
+                Delegation::Token(t) => (Some(t), None),
+                Delegation::Trust => (
+                    None,
+                    Some(
+                        self.create_trust(identity, caller_token, expires_at)
+                            .await?,
+                    ),
+                ),
+            },
+            _ => (None, None),
+        };
         let sub = Subscription {
             id: String::new(),
             project: identity.project.clone(),
@@ -366,15 +434,21 @@ impl Subscriptions<'_> {
             options: options.into(),
             ttl,
             created_at: now,
-            expires_at: now + Duration::seconds(ttl as i64),
+            expires_at,
             confirmed: false,
             unsubscribed: false,
             source_user: identity.user_id.clone(),
             delegated_token,
             disabled: enabled == Some(false),
+            trust_id,
         };
         let limits = consumer_limits(self.config);
-        let sub = match self.store.create_subscription(sub, limits).await? {
+        let created = self.store.create_subscription(sub.clone(), limits).await;
+        // A trust only the stored subscription may hold.
+        if !matches!(&created, Ok(Created::New(_))) {
+            self.drop_trust(sub.trust_id.as_deref()).await;
+        }
+        let sub = match created? {
             Created::Existing(sub) if sub.confirmed => {
                 return Err(ApiError::Conflict(ALREADY_EXISTS.into()))
             }
@@ -390,9 +464,13 @@ impl Subscriptions<'_> {
     }
 
     /// Changes subscriber, ttl or options; a new subscriber must be unique on the topic.
+    /// In keystone mode a `trust+` subscription whose subscriber or ttl changes gets a
+    /// new trust from the caller (`caller_token`, never stored), and the old one is
+    /// deleted.
     pub async fn update(
         &self,
         identity: &Identity,
+        caller_token: Option<&str>,
         name: &TopicName,
         id: &str,
         doc: SubscriptionDoc,
@@ -400,6 +478,8 @@ impl Subscriptions<'_> {
         let changes = Changes::parse(self.config, &identity.project, doc)?;
         let topic = self.topic(&identity.project, name).await?;
         let mut sub = self.get(&identity.project, name, id).await?;
+        let old_trust = sub.trust_id.clone();
+        let mut needs_trust = false;
         if let Some(subscriber) = changes.subscriber {
             check_subscribe(&topic, identity, &subscriber.parsed)?;
             if subscriber.raw != sub.subscriber {
@@ -410,8 +490,12 @@ impl Subscriptions<'_> {
                 if subscriber_taken(&existing, &subscriber.raw, &sub.id) {
                     return Err(ApiError::Conflict(ALREADY_EXISTS.into()));
                 }
+                sub.trust_id = None;
                 if subscriber.parsed.protocol() == Protocol::Trust {
-                    sub.delegated_token = Some(delegation(self.config.auth_mode, identity)?);
+                    match delegation(self.config.auth_mode, identity)? {
+                        Delegation::Token(t) => sub.delegated_token = Some(t),
+                        Delegation::Trust => needs_trust = true,
+                    }
                 }
                 sub.subscriber = subscriber.raw;
             }
@@ -419,6 +503,8 @@ impl Subscriptions<'_> {
         if let Some(ttl) = changes.ttl {
             sub.ttl = ttl;
             sub.expires_at = Utc::now() + Duration::seconds(ttl as i64);
+            // The trust must live as long as the subscription.
+            needs_trust |= sub.trust_id.is_some();
         }
         let mut re_enabled = false;
         if let Some(mut options) = changes.options {
@@ -437,13 +523,69 @@ impl Subscriptions<'_> {
             // The disable window starts over: old failures must not disable it again.
             self.store.forget_failures(&sub.project, &sub.id).await?;
         }
-        self.store
+        if needs_trust {
+            sub.trust_id = Some(
+                self.create_trust(identity, caller_token, sub.expires_at)
+                    .await?,
+            );
+        }
+        let updated = self
+            .store
             .update_subscription(&sub, consumer_limits(self.config))
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => not_found(),
-                e => e.into(),
-            })
+            .await;
+        // The trust the subscription no longer (or never) holds goes.
+        let (kept, unused) = if updated.is_ok() {
+            (&sub.trust_id, &old_trust)
+        } else {
+            (&old_trust, &sub.trust_id)
+        };
+        if unused != kept {
+            self.drop_trust(unused.as_deref()).await;
+        }
+        updated.map_err(|e| match e {
+            StoreError::NotFound => not_found(),
+            e => e.into(),
+        })
+    }
+
+    /// Deletes a topic with its subscriptions, and their Keystone trusts.
+    pub async fn delete_topic(
+        &self,
+        project: &ProjectId,
+        name: &TopicName,
+    ) -> Result<(), ApiError> {
+        let trusts: Vec<String> = if self.outbound.keystone.is_some() {
+            self.store
+                .list_subscriptions(project, name)
+                .await?
+                .into_iter()
+                .filter_map(|s| s.trust_id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.store.delete_topic(project, name).await?;
+        for trust in &trusts {
+            self.drop_trust(Some(trust)).await;
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes (absent is fine) and deletes the subscription's Keystone trust.
+    pub async fn delete(
+        &self,
+        project: &ProjectId,
+        name: &TopicName,
+        id: &str,
+    ) -> Result<(), ApiError> {
+        let trust = self
+            .store
+            .get_subscription(project, name, id)
+            .await?
+            .and_then(|s| s.trust_id);
+        self.store.delete_subscription(project, name, id).await?;
+        self.drop_trust(trust.as_deref()).await;
+        Ok(())
     }
 
     /// Confirms (`true`) or unsubscribes (`false`); unsubscribing tells the subscriber.
@@ -486,6 +628,7 @@ mod tests {
             project: project(),
             roles,
             delegable_token: None,
+            keystone: None,
         }
     }
 
@@ -513,6 +656,7 @@ mod tests {
             source_user: None,
             delegated_token: None,
             disabled: false,
+            trust_id: None,
         }
     }
 
@@ -642,11 +786,20 @@ mod tests {
     #[test]
     fn delegation_depends_on_the_auth_mode() {
         let mut who = identity(vec![Role::Member], Some("u1"));
-        assert_eq!(delegation(AuthMode::Noauth, &who).unwrap(), "u1:p1");
+        assert_eq!(
+            delegation(AuthMode::Noauth, &who).unwrap(),
+            Delegation::Token("u1:p1".into())
+        );
         assert!(delegation(AuthMode::Tokens, &who).is_err());
-        assert!(delegation(AuthMode::Keystone, &who).is_err());
+        assert_eq!(
+            delegation(AuthMode::Keystone, &who).unwrap(),
+            Delegation::Trust
+        );
         who.delegable_token = Some("tok".into());
-        assert_eq!(delegation(AuthMode::Tokens, &who).unwrap(), "tok");
+        assert_eq!(
+            delegation(AuthMode::Tokens, &who).unwrap(),
+            Delegation::Token("tok".into())
+        );
     }
 
     #[test]

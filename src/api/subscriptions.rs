@@ -51,6 +51,16 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SubscriptionPath {
     }
 }
 
+/// The caller's `X-Auth-Token`: a keystone-mode `trust+` subscription's trust is
+/// created with it.
+fn caller_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 fn href(topic: &TopicName, id: &str) -> String {
     format!("/v2/topics/{topic}/subscriptions/{id}")
 }
@@ -134,11 +144,14 @@ async fn create_subscription(
     State(state): State<AppState>,
     identity: V2Identity,
     TopicPath(name): TopicPath,
+    headers: HeaderMap,
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let identity = identity.writer()?;
     let doc = SubscriptionDoc::for_create(body.limit(MAX_BODY_BYTES)?.json()?)?;
-    let sub = service(&state).create(&identity, &name, doc).await?;
+    let sub = service(&state)
+        .create(&identity, caller_token(&headers), &name, doc)
+        .await?;
     let out = Json(SubscriptionCreatedOut {
         subscription_id: sub.id.clone(),
     });
@@ -217,11 +230,14 @@ async fn update_subscription(
     identity: V2Identity,
     TopicPath(name): TopicPath,
     SubscriptionPath(id): SubscriptionPath,
+    headers: HeaderMap,
     body: RawBody,
 ) -> Result<StatusCode, ApiError> {
     let identity = identity.writer()?;
     let doc = SubscriptionDoc::for_patch(body.limit(MAX_BODY_BYTES)?.json()?)?;
-    service(&state).update(&identity, &name, &id, doc).await?;
+    service(&state)
+        .update(&identity, caller_token(&headers), &name, &id, doc)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -236,9 +252,8 @@ async fn delete_subscription(
     SubscriptionPath(id): SubscriptionPath,
 ) -> Result<StatusCode, ApiError> {
     let identity = identity.writer()?;
-    state
-        .store
-        .delete_subscription(&identity.project, &name, &id)
+    service(&state)
+        .delete(&identity.project, &name, &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

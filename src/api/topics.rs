@@ -308,7 +308,9 @@ async fn delete_topic(
     TopicPath(name): TopicPath,
 ) -> Result<StatusCode, ApiError> {
     let identity = identity.writer()?;
-    state.store.delete_topic(&identity.project, &name).await?;
+    super::subscriptions::service(&state)
+        .delete_topic(&identity.project, &name)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -7,6 +7,12 @@
 //! never past the token's `expires_at`; a token revoked in Keystone keeps working until its
 //! entry expires (the trade-off keystonemiddleware documents). Definite "no" answers are
 //! cached too (for at most [`INVALID_CACHE`]); transport errors never are.
+//!
+//! Keystone trusts for `trust+` subscribers are in [`trusts`].
+
+mod trusts;
+
+pub use trusts::{TrustCreateError, TrustTokenError};
 
 use std::{
     collections::HashMap,
@@ -49,12 +55,15 @@ pub(super) enum Validation {
 
 /// The identity a valid project-scoped token carries.
 #[derive(Debug)]
-pub(super) struct TokenInfo {
-    pub(super) user_id: String,
-    pub(super) project: ProjectId,
+pub struct TokenInfo {
+    pub user_id: String,
+    pub project: ProjectId,
     /// Herald's roles the token's roles map to (empty: none Herald knows).
-    pub(super) roles: Vec<Role>,
-    pub(super) expires_at: DateTime<Utc>,
+    pub roles: Vec<Role>,
+    /// The token's Keystone role names, as Keystone spells them: what a trust the caller
+    /// creates delegates.
+    pub role_names: Vec<String>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Keystone could not answer (or refused Herald's own credentials): 503, never cached.
@@ -75,9 +84,10 @@ pub enum KeystoneError {
     },
 }
 
-/// The service token and when to renew it.
+/// The service token, its user (the trustee of every trust) and when to renew it.
 struct ServiceToken {
     token: HeaderValue,
+    user_id: String,
     renew_at: Instant,
 }
 
@@ -87,8 +97,12 @@ pub struct Keystone(Arc<Inner>);
 
 struct Inner {
     http: reqwest::Client,
+    /// Keystone's base URL, without `/v3`.
+    url: String,
     tokens_url: String,
     auth_request: serde_json::Value,
+    /// Trust-scoped tokens by trust id, each until shortly before it expires.
+    trust_tokens: Cache<String, Arc<trusts::TrustToken>>,
     service: Mutex<Option<ServiceToken>>,
     cache: Cache<String, Validation>,
     role_map: HashMap<String, Role>,
@@ -178,7 +192,9 @@ impl Keystone {
         Ok(Self(Arc::new(Inner {
             http,
             tokens_url: format!("{url}/v3/auth/tokens?nocatalog"),
+            url,
             auth_request,
+            trust_tokens: trusts::token_cache(),
             service: Mutex::new(None),
             cache,
             role_map,
@@ -275,6 +291,7 @@ impl Keystone {
         if token.expires_at <= Utc::now() {
             return Validation::Invalid;
         }
+        let role_names = token.roles.iter().map(|r| r.name.clone()).collect();
         let mut roles: Vec<Role> = token
             .roles
             .iter()
@@ -286,6 +303,7 @@ impl Keystone {
             user_id: token.user.id,
             project,
             roles,
+            role_names,
             expires_at: token.expires_at,
         }))
     }
@@ -297,19 +315,27 @@ impl Keystone {
         &self,
         stale: Option<&HeaderValue>,
     ) -> Result<HeaderValue, KeystoneError> {
+        Ok(self.service_identity(stale).await?.0)
+    }
+
+    /// [`Self::service_token`] with the service user's id.
+    async fn service_identity(
+        &self,
+        stale: Option<&HeaderValue>,
+    ) -> Result<(HeaderValue, String), KeystoneError> {
         let mut current = self.0.service.lock().await;
         if let Some(t) = current.as_ref() {
             if Instant::now() < t.renew_at && Some(&t.token) != stale {
-                return Ok(t.token.clone());
+                return Ok((t.token.clone(), t.user_id.clone()));
             }
         }
         let fresh = self
             .issue_service_token()
             .await
             .map_err(|e| self.count(e))?;
-        let token = fresh.token.clone();
+        let out = (fresh.token.clone(), fresh.user_id.clone());
         *current = Some(fresh);
-        Ok(token)
+        Ok(out)
     }
 
     /// A user's own project-scoped token from their password (the console's login form);
@@ -392,6 +418,7 @@ impl Keystone {
         let margin = SERVICE_TOKEN_RENEW_BEFORE.min(lifetime / 2);
         Ok(ServiceToken {
             token,
+            user_id: body.token.user.id,
             renew_at: Instant::now() + lifetime - margin,
         })
     }
@@ -429,6 +456,7 @@ struct ExpiryBody {
 #[derive(Deserialize)]
 struct ExpiryOut {
     expires_at: DateTime<Utc>,
+    user: IdOut,
 }
 
 #[cfg(test)]
@@ -442,6 +470,7 @@ mod tests {
             user_id: "u".into(),
             project: ProjectId::parse("p").unwrap(),
             roles: vec![Role::Member],
+            role_names: vec!["member".into()],
             expires_at: Utc::now() + expires_in,
         }))
     }

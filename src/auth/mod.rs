@@ -2,6 +2,7 @@
 //! (`tokens`) or by Keystone (`keystone`, in [`keystone`]). The API wraps it in extractors
 //! that reject with each family's error type.
 
+pub mod callout;
 pub mod keystone;
 
 use std::{
@@ -18,7 +19,7 @@ use crate::{
     domain::{ProjectId, TopicMetadata},
 };
 
-pub use keystone::{parse_role_map, Keystone};
+pub use keystone::{parse_role_map, Keystone, TokenInfo, TrustCreateError, TrustTokenError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +49,9 @@ pub struct Identity {
     /// The caller's own token, when Herald may present it on the caller's behalf
     /// (`delegable` in the tokens file).
     pub delegable_token: Option<String>,
+    /// What the caller's Keystone token validated to (`keystone` mode): a `trust+`
+    /// subscription delegates its roles in a trust.
+    pub keystone: Option<Arc<keystone::TokenInfo>>,
 }
 
 impl Identity {
@@ -250,6 +254,7 @@ impl Authenticator {
             project,
             roles: info.roles.clone(),
             delegable_token: None,
+            keystone: Some(info),
         })
     }
 
@@ -283,6 +288,7 @@ impl Authenticator {
                     project,
                     roles,
                     delegable_token: None,
+                    keystone: None,
                 })
             }
             // Without a Keystone client (`resolve` uses it when configured) no token is known.
@@ -305,6 +311,7 @@ impl Authenticator {
                     project,
                     roles: entry.roles.clone(),
                     delegable_token: entry.delegable.then(|| token.to_owned()),
+                    keystone: None,
                 })
             }
         }

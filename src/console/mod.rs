@@ -196,6 +196,15 @@ pub(crate) struct Viewer {
 }
 
 impl Viewer {
+    /// The session's token (tokens and keystone modes), which the API would read from
+    /// `X-Auth-Token` (e.g. to create a Keystone trust for a `trust+` subscriber).
+    pub(crate) fn token(&self) -> Option<&str> {
+        match &self.session.login {
+            Some(session::Login::Token { token, .. }) => Some(token),
+            _ => None,
+        }
+    }
+
     /// The identity, when it may change things (`member` or `admin`).
     pub(crate) fn writer(&self) -> Result<&Identity, Failure> {
         if self.identity.can_write() {

@@ -336,7 +336,9 @@ pub(crate) async fn set_enabled(
         let identity = viewer.writer()?;
         let enabled = form.get("enabled") == "true";
         let doc = SubscriptionDoc::for_patch(json!({"options": {"enabled": enabled}}))?;
-        service(&state).update(identity, &name, &id, doc).await?;
+        service(&state)
+            .update(identity, viewer.token(), &name, &id, doc)
+            .await?;
         Ok(if enabled {
             "Subscription enabled: deliveries resume.".to_owned()
         } else {

@@ -413,7 +413,9 @@ pub(crate) async fn subscribe(
         let options = json_object("options", form.get("options"))?;
         doc.insert("options".into(), options);
         let doc = SubscriptionDoc::for_create(Value::Object(doc))?;
-        let sub = service(&state).create(identity, &name, doc).await?;
+        let sub = service(&state)
+            .create(identity, viewer.token(), &name, doc)
+            .await?;
         Ok::<_, Failure>(sub.id)
     }
     .await;

@@ -63,6 +63,8 @@ pub struct Outbound {
     /// run workers (see [`Outbound::connect_nats`]).
     pub nats: Option<nats::NatsTransport>,
     pub sms: Option<sms::SmsGateway>,
+    /// Keystone (`auth_mode = keystone`): tokens of `trust+` subscriptions' trusts.
+    pub keystone: Option<crate::auth::Keystone>,
 }
 
 impl Outbound {
@@ -84,6 +86,7 @@ impl Outbound {
             mailer,
             sms,
             nats: None,
+            keystone: None,
         })
     }
 
@@ -133,6 +136,9 @@ impl Deps {
                 };
                 tracing::info!(subscription = %sub.id, event, "subscription expired");
                 user_messages::notify(&self.store, sub.project.as_str(), event, &sub.id).await;
+                if let (Some(trust), Some(keystone)) = (&sub.trust_id, &self.outbound.keystone) {
+                    keystone.delete_trust(trust).await;
+                }
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, subscription = %sub.id, "expiry postponed"),

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::catalog;
+
 /// The result of [`super::worker::deliver_one`] for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -62,6 +64,13 @@ pub enum DeliveryError {
     Gateway { message: String, permanent: bool },
     #[error("nobody answered the NATS request on {0}")]
     NoReply(String),
+    /// Keystone refused a token scoped to the `trust+` subscription's trust (revoked,
+    /// deleted, expired, its trustor disabled): no later attempt can succeed.
+    #[error("the Keystone trust no longer works: {0}")]
+    TrustGone(String),
+    /// Keystone could not be asked for the trust's token (unreachable, 5xx): retried.
+    #[error("cannot obtain a token for the Keystone trust: {0}")]
+    IdentityUnavailable(String),
     /// The subscription cannot be delivered as configured (e.g. no SMTP relay, bad header).
     #[error("{0}")]
     Misconfigured(String),
@@ -83,9 +92,13 @@ impl DeliveryError {
             Self::Blocked(_)
             | Self::Refused(_)
             | Self::Misconfigured(_)
-            | Self::Undeliverable(_) => true,
+            | Self::Undeliverable(_)
+            | Self::TrustGone(_) => true,
             Self::Smtp { permanent, .. } | Self::Gateway { permanent, .. } => *permanent,
-            Self::Timeout(_) | Self::Connect(_) | Self::NoReply(_) => false,
+            Self::Timeout(_)
+            | Self::Connect(_)
+            | Self::NoReply(_)
+            | Self::IdentityUnavailable(_) => false,
         }
     }
 
@@ -93,6 +106,20 @@ impl DeliveryError {
     /// than by the subscriber: the project hears a different story.
     pub fn refused_by_policy(&self) -> bool {
         matches!(self, Self::Blocked(_) | Self::Refused(_))
+    }
+
+    /// The user message a dead letter caused by this error (or, for a retryable error,
+    /// by running out of retries) tells the project.
+    pub fn dead_letter_event(&self) -> &'static str {
+        if self.refused_by_policy() {
+            catalog::EVENT_DELIVERY_REFUSED_BY_POLICY
+        } else if matches!(self, Self::TrustGone(_)) {
+            catalog::EVENT_DELIVERY_TRUST_GONE
+        } else if self.is_permanent() {
+            catalog::EVENT_DELIVERY_REJECTED
+        } else {
+            catalog::EVENT_DELIVERY_RETRIES_EXHAUSTED
+        }
     }
 
     /// A delay the subscriber asked for (`Retry-After`).
@@ -124,6 +151,25 @@ mod tests {
         assert!(DeliveryError::Blocked("10.0.0.1".into()).is_permanent());
         assert!(DeliveryError::Refused("a.b".into()).is_permanent());
         assert!(DeliveryError::Undeliverable("bad id".into()).is_permanent());
+    }
+
+    #[test]
+    fn a_dead_trust_is_permanent_with_its_own_event_and_keystone_down_is_retried() {
+        let gone = DeliveryError::TrustGone("Keystone answered 404".into());
+        assert!(gone.is_permanent());
+        assert_eq!(gone.dead_letter_event(), "HERALD_SUBSCRIPTION_001_006");
+        let down = DeliveryError::IdentityUnavailable("cannot reach Keystone".into());
+        assert!(!down.is_permanent());
+        assert_eq!(down.dead_letter_event(), "HERALD_SUBSCRIPTION_001_002");
+        let rejected = DeliveryError::Status {
+            status: 403,
+            retry_after: None,
+        };
+        assert_eq!(rejected.dead_letter_event(), "HERALD_SUBSCRIPTION_001_001");
+        assert_eq!(
+            DeliveryError::Blocked("10.0.0.1".into()).dead_letter_event(),
+            "HERALD_SUBSCRIPTION_001_007"
+        );
     }
 
     #[test]

@@ -442,13 +442,7 @@ async fn fail(
         Some(&error),
         None,
     );
-    let event = if error.refused_by_policy() {
-        user_messages::EVENT_REFUSED_BY_POLICY
-    } else if error.is_permanent() {
-        user_messages::EVENT_REJECTED
-    } else {
-        user_messages::EVENT_EXHAUSTED
-    };
+    let event = error.dead_letter_event();
     tracing::info!(error = %error, attempts = attempt, event, "message dead-lettered");
     let (store, project, sub_id) = (deps.store.clone(), sub.project.to_string(), sub.id.clone());
     tokio::spawn(async move {
@@ -530,7 +524,9 @@ async fn send_other(
 }
 
 /// A webhook or trust-webhook attempt: the `post_data` template, the subscriber's extra
-/// headers, the signature when a secret is set, and the delegated token for `trust+`.
+/// headers, the signature when a secret is set, and the delegated token for `trust+` (a
+/// Keystone trust's token, see [`send_with_trust`], or the token kept with the
+/// subscription).
 async fn send_webhook(
     deps: &Deps,
     target: &Target,
@@ -544,6 +540,11 @@ async fn send_webhook(
     };
     let (headers, body) = request;
     let excerpt = deps.attempts.response_bytes();
+    if let (Subscriber::Trust { .. }, Some(trust_id)) =
+        (&target.subscriber, target.sub.trust_id.as_deref())
+    {
+        return send_with_trust(deps, trust_id, url, headers, body, excerpt).await;
+    }
     deps.outbound
         .webhook
         .post_with_reply(url, headers, body, excerpt)
@@ -571,7 +572,8 @@ fn webhook_request(
             &body,
         )?);
     }
-    if matches!(target.subscriber, Subscriber::Trust { .. }) {
+    // A Keystone trust's token is added by `send_with_trust`.
+    if matches!(target.subscriber, Subscriber::Trust { .. }) && target.sub.trust_id.is_none() {
         let token = target.sub.delegated_token.as_deref().ok_or_else(|| {
             DeliveryError::Misconfigured("no delegated token for this trust subscription".into())
         })?;
@@ -583,6 +585,56 @@ fn webhook_request(
         );
     }
     Ok((headers, body))
+}
+
+/// A `trust+` attempt under a Keystone trust: the trust's (cached) token as
+/// `X-Auth-Token`. A subscriber's 401 may mean the cached token was revoked with its
+/// trust: Herald asks Keystone again once, which tells a dead trust (permanent) from a
+/// token that merely needed renewing.
+async fn send_with_trust(
+    deps: &Deps,
+    trust_id: &str,
+    url: &Url,
+    mut headers: reqwest::header::HeaderMap,
+    body: Bytes,
+    excerpt: usize,
+) -> (Result<(), DeliveryError>, Reply) {
+    let Some(keystone) = deps.outbound.keystone.as_ref() else {
+        let e = DeliveryError::Misconfigured(
+            "a Keystone trust subscription needs auth_mode = keystone".into(),
+        );
+        return (Err(e), Reply::default());
+    };
+    let token = match keystone.trust_token(trust_id).await {
+        Ok(t) => t,
+        Err(e) => return (Err(trust_error(e)), Reply::default()),
+    };
+    headers.insert("x-auth-token", token);
+    let webhook = &deps.outbound.webhook;
+    match webhook
+        .post_with_reply(url, headers.clone(), body.clone(), excerpt)
+        .await
+    {
+        (Err(DeliveryError::Status { status: 401, .. }), reply) => {
+            keystone.forget_trust_token(trust_id).await;
+            let fresh = match keystone.trust_token(trust_id).await {
+                Ok(t) => t,
+                Err(e) => return (Err(trust_error(e)), reply),
+            };
+            headers.insert("x-auth-token", fresh);
+            webhook.post_with_reply(url, headers, body, excerpt).await
+        }
+        other => other,
+    }
+}
+
+fn trust_error(e: std::sync::Arc<crate::auth::TrustTokenError>) -> DeliveryError {
+    match &*e {
+        crate::auth::TrustTokenError::Gone(_) => DeliveryError::TrustGone(e.to_string()),
+        crate::auth::TrustTokenError::Keystone(k) => {
+            DeliveryError::IdentityUnavailable(k.to_string())
+        }
+    }
 }
 
 #[cfg(test)]

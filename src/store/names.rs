@@ -91,6 +91,8 @@ pub const META_USER: &str = "herald.source_user";
 pub const META_TOKEN: &str = "herald.delegated_token";
 /// Set (`"true"`) while the subscription is disabled (by hand or auto-disable).
 pub const META_DISABLED: &str = "herald.disabled";
+/// The Keystone trust a `trust+` subscription delivers under (`auth_mode = keystone`).
+pub const META_TRUST: &str = "herald.trust_id";
 
 // Dead letters ------------------------------------------------------------------------------
 

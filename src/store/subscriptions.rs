@@ -22,7 +22,7 @@ use super::{
     names::{
         changed_subject, replay_subject, stream_name, topic_subject, META_CONFIRMED, META_CREATED,
         META_DISABLED, META_EXPIRES, META_OPTIONS, META_PROJECT, META_SUBSCRIBER, META_TOKEN,
-        META_TOPIC, META_TTL, META_UNSUBSCRIBED, META_USER,
+        META_TOPIC, META_TRUST, META_TTL, META_UNSUBSCRIBED, META_USER,
     },
     undecodable::{report_undecodable, RecordKind},
     Store, StoreError,
@@ -89,11 +89,16 @@ pub struct Subscription {
     /// again, whatever `require_confirmation` says.
     pub unsubscribed: bool,
     pub source_user: Option<String>,
-    /// Token Herald presents to a `trust+` subscriber on the creator's behalf.
+    /// Token Herald presents to a `trust+` subscriber on the creator's behalf (`noauth`
+    /// and `tokens` modes).
     pub delegated_token: Option<String>,
     /// Disabled by hand (`options.enabled = false`) or after failing for `disable_after`:
     /// no worker runs for it and its messages wait in the consumer.
     pub disabled: bool,
+    /// The Keystone trust whose token Herald presents to a `trust+` subscriber
+    /// (`keystone` mode). Kept here rather than in the options so that a PATCH of the
+    /// options cannot point the subscription at another trust.
+    pub trust_id: Option<String>,
 }
 
 impl Subscription {
@@ -131,6 +136,9 @@ impl Subscription {
         }
         if let Some(t) = &self.delegated_token {
             m.insert(META_TOKEN.to_owned(), t.clone());
+        }
+        if let Some(t) = &self.trust_id {
+            m.insert(META_TRUST.to_owned(), t.clone());
         }
         m
     }
@@ -181,6 +189,7 @@ impl Subscription {
                 source_user: metadata.get(META_USER).cloned(),
                 delegated_token: metadata.get(META_TOKEN).cloned(),
                 disabled: metadata.get(META_DISABLED).is_some_and(|v| v == "true"),
+                trust_id: metadata.get(META_TRUST).cloned(),
             })
         })();
         match decoded {
@@ -493,6 +502,7 @@ mod tests {
             source_user: Some("u".into()),
             delegated_token: None,
             disabled: true,
+            trust_id: Some("0123456789abcdef0123456789abcdef".into()),
         };
         let back = Subscription::from_consumer(&sub.id, &sub.metadata()).unwrap();
         assert_eq!(back, sub);

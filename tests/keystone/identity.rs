@@ -1,23 +1,33 @@
 use std::{path::PathBuf, time::Duration};
 
 use herald::config::{AuthMode, Config};
+use herald_testkit::nats::NatsServer;
 use reqwest::{Method, Response};
 use serde_json::json;
 
 use crate::{
-    helpers::{eventually, json_with, spawn_app_with, TestApp},
-    server::{Admin, KeystoneProcess, User, SERVICE_PROJECT},
+    helpers::{eventually, json_with, spawn_app_on, TestApp},
+    server::{Admin, Relay, User, SERVICE_PROJECT},
 };
 
 /// Herald in keystone mode with a service user of its own.
-pub(crate) async fn herald(admin: &Admin, configure: impl FnOnce(&mut Config)) -> (TestApp, User) {
+pub async fn herald(admin: &Admin, configure: impl FnOnce(&mut Config)) -> (TestApp, User) {
+    herald_on(admin, NatsServer::start().await, configure).await
+}
+
+/// [`herald`] against a nats-server the test started (e.g. with an auth callout).
+pub async fn herald_on(
+    admin: &Admin,
+    nats: NatsServer,
+    configure: impl FnOnce(&mut Config),
+) -> (TestApp, User) {
     let service = admin.service_user().await;
     let (url, name, password) = (
         admin.url.clone(),
         service.name.clone(),
         service.password.clone(),
     );
-    let app = spawn_app_with(move |c| {
+    let app = spawn_app_on(nats, move |c| {
         c.auth_mode = AuthMode::Keystone;
         c.keystone_url = Some(url);
         c.keystone_user = Some(name);
@@ -37,7 +47,7 @@ fn validations(app: &TestApp) -> u64 {
         .validations()
 }
 
-async fn v2(app: &TestApp, method: Method, path: &str, token: Option<&str>) -> Response {
+pub async fn v2(app: &TestApp, method: Method, path: &str, token: Option<&str>) -> Response {
     let mut r = app.anon(method, path);
     if let Some(t) = token {
         r = r.header("X-Auth-Token", t);
@@ -397,10 +407,12 @@ async fn herald_obtains_a_new_service_token_when_keystone_revoked_its_own() {
 #[tokio::test]
 async fn with_keystone_stopped_an_uncached_token_is_a_503_and_a_cached_one_works_until_its_entry_expires(
 ) {
-    // Arrange: a Keystone of this test's own, stopped after one token is cached
-    let mut keystone = KeystoneProcess::private().await;
-    let admin = Admin::connect(&keystone.url).await.unwrap();
-    let (app, _) = herald(&admin, |c| {
+    // Arrange: Herald reaches Keystone through a relay, cut after one token is cached
+    let admin = Admin::shared().await;
+    let relay = Relay::to(&admin.url).await;
+    let relayed = relay.url.clone();
+    let (app, _) = herald(&admin, move |c| {
+        c.keystone_url = Some(relayed);
         c.token_cache_seconds = 3;
         c.keystone_timeout_ms = 1000;
     })
@@ -413,7 +425,7 @@ async fn with_keystone_stopped_an_uncached_token_is_a_503_and_a_cached_one_works
             .status(),
         200
     );
-    keystone.stop();
+    relay.cut().await;
 
     // Act
     let started = std::time::Instant::now();

@@ -10,6 +10,10 @@ pub const PROJECT: &str = "bench";
 pub struct HeraldApi {
     pub base: String,
     pub http: Client,
+    /// `X-Project-ID` (noauth), or the token's project (keystone).
+    pub project: String,
+    /// `X-Auth-Token` of every request (keystone mode).
+    token: Option<String>,
 }
 
 impl HeraldApi {
@@ -20,14 +24,31 @@ impl HeraldApi {
                 .pool_max_idle_per_host(256)
                 .build()
                 .expect("client"),
+            project: PROJECT.to_owned(),
+            token: None,
+        }
+    }
+
+    /// A client of a keystone-mode Herald with a token scoped to `project`.
+    pub fn with_token(base: &str, token: &str, project: &str) -> Self {
+        Self {
+            project: project.to_owned(),
+            token: Some(token.to_owned()),
+            ..Self::new(base)
+        }
+    }
+
+    /// The caller's identity headers.
+    fn identify(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => r.header("X-Auth-Token", t),
+            None => r.header("X-Project-ID", &self.project),
         }
     }
 
     pub async fn create_topic(&self, name: &str) -> Result<()> {
         let r = self
-            .http
-            .put(format!("{}/v2/topics/{name}", self.base))
-            .header("X-Project-ID", PROJECT)
+            .identify(self.http.put(format!("{}/v2/topics/{name}", self.base)))
             .send()
             .await?;
         if !r.status().is_success() {
@@ -42,9 +63,10 @@ impl HeraldApi {
 
     pub async fn subscribe(&self, topic: &str, subscriber: &str, options: Value) -> Result<String> {
         let r = self
-            .http
-            .post(format!("{}/v2/topics/{topic}/subscriptions", self.base))
-            .header("X-Project-ID", PROJECT)
+            .identify(
+                self.http
+                    .post(format!("{}/v2/topics/{topic}/subscriptions", self.base)),
+            )
             .json(&json!({"subscriber": subscriber, "ttl": 86400, "options": options}))
             .send()
             .await?;
@@ -62,9 +84,10 @@ impl HeraldApi {
     /// Posts a pre-serialised `{"messages": [...]}` body; true on 201.
     pub async fn post_raw(&self, topic: &str, body: bytes::Bytes) -> Result<bool> {
         let r = self
-            .http
-            .post(format!("{}/v2/topics/{topic}/messages", self.base))
-            .header("X-Project-ID", PROJECT)
+            .identify(
+                self.http
+                    .post(format!("{}/v2/topics/{topic}/messages", self.base)),
+            )
             .header("content-type", "application/json")
             .body(body)
             .send()

@@ -1,6 +1,7 @@
 //! Ingest: REST `POST /v2/topics/{t}/messages` (64 keep-alive connections, batches of
 //! 10 × 256 B, one subscription whose consumer is paused) against raw async-nats publishes
-//! with 1,000 outstanding acks into an identical stream.
+//! with 1,000 outstanding acks into an identical stream. `ingest-keystone`: the same REST
+//! load with `auth_mode = keystone` against `noauth`, in one run.
 
 use std::{
     sync::{
@@ -16,6 +17,8 @@ use herald::{
     domain::{ProjectId, TopicName},
     store::names::stream_name,
 };
+
+use herald_testkit::keystone;
 
 use crate::{
     api::{batch_body, HeraldApi, PROJECT},
@@ -34,9 +37,9 @@ pub struct Args {
 }
 
 /// Pauses every consumer of a Herald topic so nothing is delivered while we measure ingest.
-async fn pause_consumers(nats_url: &str, topic: &str) -> Result<()> {
+async fn pause_consumers(nats_url: &str, project: &str, topic: &str) -> Result<()> {
     let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
-    let name = stream_name(&ProjectId::parse(PROJECT)?, &TopicName::parse(topic)?);
+    let name = stream_name(&ProjectId::parse(project)?, &TopicName::parse(topic)?);
     let stream = js.get_stream(&name).await?;
     let consumers: Vec<String> = stream.consumer_names().try_collect().await?;
     let until = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
@@ -111,7 +114,7 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         api.create_topic("ingest").await?;
         api.subscribe("ingest", &receiver.url("/hook"), serde_json::json!({}))
             .await?;
-        pause_consumers(&nats.url, "ingest").await?;
+        pause_consumers(&nats.url, PROJECT, "ingest").await?;
         let body = batch_body(per_post, args.size);
         let cpu_before = herald.cpu_time();
         let rate = rest_load(&api, "ingest", body, per_post, args.connections, duration).await;
@@ -134,4 +137,62 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         ));
     }
     Ok(figures)
+}
+
+/// One ingest measurement (batches of `args.batch`) against a fresh NATS and Herald
+/// started with `env`; `identify` makes the API client of that Herald.
+async fn measure(
+    bins: &Bins,
+    args: &Args,
+    env: &[(&str, String)],
+    identify: impl Fn(&str) -> HeraldApi,
+) -> Result<f64> {
+    let nats = Nats::start(bins, args.sync_always).await?;
+    let herald = Herald::start(bins, &nats.url, env).await?;
+    let receiver = Receiver::start().await?;
+    let api = identify(&herald.base);
+    api.create_topic("ingest").await?;
+    api.subscribe("ingest", &receiver.url("/hook"), serde_json::json!({}))
+        .await?;
+    pause_consumers(&nats.url, &api.project, "ingest").await?;
+    let body = batch_body(args.batch, args.size);
+    let duration = Duration::from_secs(args.seconds);
+    Ok(rest_load(&api, "ingest", body, args.batch, args.connections, duration).await)
+}
+
+/// Ingest with `auth_mode = keystone` (a real Keystone; every request carries one token,
+/// validated once and then served from Herald's cache) against `noauth`, in the same run.
+pub async fn run_keystone(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
+    // Blocking: bootstraps Keystone (~15-30 s) on a thread of its own.
+    let keystone_url = tokio::task::spawn_blocking(keystone::shared_url).await?;
+    let admin = keystone::Admin::connect(&keystone_url).await?;
+    let service = admin.service_user().await;
+    let user = admin.user(None, &["member"]).await;
+    let env = [
+        ("HERALD_AUTH_MODE", "keystone".to_owned()),
+        ("HERALD_KEYSTONE_URL", keystone_url.clone()),
+        ("HERALD_KEYSTONE_USER", service.name.clone()),
+        ("HERALD_KEYSTONE_PASSWORD", service.password.clone()),
+        (
+            "HERALD_KEYSTONE_PROJECT",
+            keystone::SERVICE_PROJECT.to_owned(),
+        ),
+    ];
+    let noauth = measure(bins, args, &[], HeraldApi::new).await?;
+    eprintln!("ingest: REST noauth {noauth:.0} msg/s");
+    let with_keystone = measure(bins, args, &env, |base| {
+        HeraldApi::with_token(base, &user.token, &user.project_id)
+    })
+    .await?;
+    eprintln!("ingest: REST keystone {with_keystone:.0} msg/s");
+    Ok(vec![Figure::new(
+        format!(
+            "ingest REST keystone (cached token) {}x{} B, {} conns, vs noauth",
+            args.batch, args.size, args.connections
+        ),
+        with_keystone,
+        "msg/s",
+    )
+    .vs(noauth)
+    .target("ratio >= 0.9")])
 }

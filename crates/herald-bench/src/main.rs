@@ -52,6 +52,14 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         connections: usize,
     },
+    /// REST ingest with `auth_mode = keystone` (a real Keystone, cached token) vs noauth,
+    /// in the same run (Keystone from .venv-keystone, as the tests start it).
+    IngestKeystone {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
     /// Fan-out deliveries/s to 1, 10, 100 webhook subscriptions vs a raw pull-and-POST loop.
     Fanout {
         #[arg(long, value_delimiter = ',', default_values_t = vec![1, 10, 100])]
@@ -187,6 +195,19 @@ async fn run_scenario(
             seconds,
             connections,
         } => run_ingest(bins, seconds, connections, sync_always).await,
+        Scenario::IngestKeystone {
+            seconds,
+            connections,
+        } => {
+            let args = ingest::Args {
+                seconds,
+                connections,
+                batch: 10,
+                size: 256,
+                sync_always,
+            };
+            ingest::run_keystone(bins, &args).await
+        }
         Scenario::Fanout {
             subscriptions,
             deliveries,

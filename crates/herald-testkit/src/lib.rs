@@ -8,10 +8,12 @@
 //!   the attempts per `message_id`, or only a count and latencies for the benchmark).
 //! - [`peers`]: the SMTP server, the `herald.user_messages.create` responder, and the
 //!   delivery helpers of [`app::TestApp`].
+//! - [`keystone`]: a real Keystone (one per process), its admin API, and a relay to cut it.
 //! - [`app`]: Herald in-process on a random port (`spawn_app`) with one method per route.
 //! - [`poll`]: waiting for an event with a deadline instead of sleeping.
 
 pub mod app;
+pub mod keystone;
 pub mod nats;
 pub mod peers;
 pub mod poll;

@@ -1,9 +1,9 @@
 //! A real Keystone (pinned in scripts/requirements-keystone.txt, in `.venv-keystone`) for
-//! the tests: bootstrapped once per test binary by scripts/keystone/bootstrap into a
-//! template directory, served by gunicorn (one worker, one thread). [`shared`] is the
-//! server every test uses; [`KeystoneProcess::private`] starts another one on a copy of
-//! the template for a test that stops it. Users and projects are made through Keystone's
-//! REST API ([`Admin`]).
+//! the tests (`tests/keystone`) and the benchmark (`herald-bench ingest-keystone`): bootstrapped once per test binary by scripts/keystone/bootstrap into a
+//! template directory, served by gunicorn (one worker, one thread). [`shared_url`] is the
+//! server every test uses; a test that needs Keystone unreachable puts a [`Relay`] between
+//! Herald and it and cuts that. Users and projects are made through Keystone's REST API
+//! ([`Admin`]).
 
 use std::{
     io::Write,
@@ -15,13 +15,13 @@ use std::{
 
 use serde_json::{json, Value};
 
-use herald_testkit::{free_port, poll_until};
+use crate::{free_port, poll_until};
 
 pub const ADMIN_PASSWORD: &str = "admin-secret";
 pub const SERVICE_PROJECT: &str = "service";
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    crate::repo_root()
 }
 
 fn keystone_bin(name: &str) -> PathBuf {
@@ -30,7 +30,7 @@ fn keystone_bin(name: &str) -> PathBuf {
 
 /// The bootstrapped template (database, keys) and the shared server.
 struct Shared {
-    template: tempfile::TempDir,
+    _template: tempfile::TempDir,
     server: KeystoneProcess,
 }
 
@@ -83,7 +83,10 @@ fn bootstrap_shared() -> Shared {
         "keystone bootstrapped and serving at {url} after {:?}",
         started.elapsed()
     );
-    Shared { template, server }
+    Shared {
+        _template: template,
+        server,
+    }
 }
 
 /// A gunicorn serving Keystone from its own copy of the template. It is stopped when
@@ -96,14 +99,6 @@ pub struct KeystoneProcess {
 }
 
 impl KeystoneProcess {
-    /// Another Keystone with the same bootstrap admin (and fernet keys), for a test that
-    /// stops it.
-    pub async fn private() -> Self {
-        shared_url();
-        let template = SHARED.get().unwrap().template.path().to_owned();
-        Self::start_copy(&template, free_port()).await
-    }
-
     async fn start_copy(template: &Path, port: u16) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let status = Command::new("cp")
@@ -175,6 +170,42 @@ impl KeystoneProcess {
 impl Drop for KeystoneProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A TCP relay to Keystone that the test can cut: Herald reaches Keystone through it.
+pub struct Relay {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn to(url: &str) -> Self {
+        let target = url.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            // Dropped with this task: cutting the relay cuts open connections too.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            task,
+        }
+    }
+
+    /// Keystone is unreachable from now on (connections refused or reset).
+    pub async fn cut(self) {
+        self.task.abort();
+        let _ = self.task.await;
     }
 }
 
@@ -378,6 +409,46 @@ impl Admin {
             .to_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// The trusts `user` gave (as trustor).
+    pub async fn trusts_of(&self, user: &User) -> Vec<Value> {
+        let found = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/OS-TRUST/trusts?trustor_user_id={}", user.id),
+                None,
+            )
+            .await;
+        found["trusts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Keystone's status for `GET /v3/OS-TRUST/trusts/{id}` (200, or 404 once deleted).
+    pub async fn trust_status(&self, id: &str) -> u16 {
+        self.http
+            .get(format!("{}/v3/OS-TRUST/trusts/{id}", self.url))
+            .header("X-Auth-Token", &self.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// What Keystone says of `token`: its body when valid, `None` otherwise.
+    pub async fn validate(&self, token: &str) -> Option<Value> {
+        let res = self
+            .http
+            .get(format!("{}/v3/auth/tokens?nocatalog", self.url))
+            .header("X-Auth-Token", &self.token)
+            .header("X-Subject-Token", token)
+            .send()
+            .await
+            .ok()?;
+        if res.status() != 200 {
+            return None;
+        }
+        res.json().await.ok()
     }
 
     pub async fn revoke(&self, token: &str) {
