@@ -196,9 +196,13 @@ pub(crate) struct Viewer {
 }
 
 impl Viewer {
-    /// The session's own token, for the service calls that act with it (a Keystone trust).
+    /// The session's token (tokens and keystone modes), which the API would read from
+    /// `X-Auth-Token` (e.g. to create a Keystone trust for a `trust+` subscriber).
     pub(crate) fn token(&self) -> Option<&str> {
-        self.session.login.as_ref().and_then(session::Login::token)
+        match &self.session.login {
+            Some(session::Login::Token { token, .. }) => Some(token),
+            _ => None,
+        }
     }
 
     /// The identity, when it may change things (`member` or `admin`).

@@ -54,15 +54,6 @@ impl fmt::Debug for Login {
 }
 
 impl Login {
-    /// The caller's own token (`tokens` and `keystone`): what a `trust+` subscription's
-    /// Keystone trust is created with.
-    pub(crate) fn token(&self) -> Option<&str> {
-        match self {
-            Self::Project(_) => None,
-            Self::Token { token, .. } => Some(token),
-        }
-    }
-
     /// The request headers the API's authenticator resolves into the same identity.
     pub(crate) fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
