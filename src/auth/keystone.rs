@@ -404,17 +404,7 @@ impl Keystone {
             tracing::error!(%status, "Keystone refused Herald's service user (keystone_user, keystone_password, keystone_project)");
             return Err(KeystoneError::Status { what: WHAT, status });
         }
-        let malformed = |source: anyhow::Error| KeystoneError::Malformed { what: WHAT, source };
-        let mut token = res
-            .headers()
-            .get("x-subject-token")
-            .cloned()
-            .ok_or_else(|| malformed(anyhow::anyhow!("no X-Subject-Token header")))?;
-        token.set_sensitive(true);
-        let body: ExpiryBody = res.json().await.map_err(|e| malformed(e.into()))?;
-        let lifetime = (body.token.expires_at - Utc::now())
-            .to_std()
-            .unwrap_or_default();
+        let (token, body, lifetime) = issued_token(res, WHAT).await?;
         let margin = SERVICE_TOKEN_RENEW_BEFORE.min(lifetime / 2);
         Ok(ServiceToken {
             token,
@@ -457,6 +447,33 @@ struct ExpiryBody {
 struct ExpiryOut {
     expires_at: DateTime<Utc>,
     user: IdOut,
+}
+
+/// The token a `POST /v3/auth/tokens` answer issued (its `X-Subject-Token`, marked
+/// sensitive so it is never logged), the answer's body and the token's remaining life.
+async fn issued_token(
+    res: reqwest::Response,
+    what: &'static str,
+) -> Result<
+    (
+        reqwest::header::HeaderValue,
+        ExpiryBody,
+        std::time::Duration,
+    ),
+    KeystoneError,
+> {
+    let malformed = |source: anyhow::Error| KeystoneError::Malformed { what, source };
+    let mut token = res
+        .headers()
+        .get("x-subject-token")
+        .cloned()
+        .ok_or_else(|| malformed(anyhow::anyhow!("no X-Subject-Token header")))?;
+    token.set_sensitive(true);
+    let body: ExpiryBody = res.json().await.map_err(|e| malformed(e.into()))?;
+    let lifetime = (body.token.expires_at - Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    Ok((token, body, lifetime))
 }
 
 #[cfg(test)]

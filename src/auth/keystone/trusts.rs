@@ -16,7 +16,7 @@ use moka::future::Cache;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ExpiryBody, Keystone, KeystoneError, TokenInfo};
+use super::{issued_token, Keystone, KeystoneError, TokenInfo};
 use crate::domain::ProjectId;
 
 /// Trust tokens held at once (one per live `trust+` subscription that delivered lately).
@@ -195,17 +195,7 @@ impl Keystone {
             401 | 403 | 404 => return Err(TrustTokenError::Gone(status)),
             _ => return Err(KeystoneError::Status { what: WHAT, status }.into()),
         }
-        let malformed = |source: anyhow::Error| KeystoneError::Malformed { what: WHAT, source };
-        let mut token = res
-            .headers()
-            .get("x-subject-token")
-            .cloned()
-            .ok_or_else(|| malformed(anyhow::anyhow!("no X-Subject-Token header")))?;
-        token.set_sensitive(true);
-        let body: ExpiryBody = res.json().await.map_err(|e| malformed(e.into()))?;
-        let lifetime = (body.token.expires_at - Utc::now())
-            .to_std()
-            .unwrap_or_default();
+        let (token, _, lifetime) = issued_token(res, WHAT).await?;
         let margin = TRUST_TOKEN_RENEW_BEFORE.min(lifetime / 4);
         Ok(Arc::new(TrustToken {
             token,
