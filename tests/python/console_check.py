@@ -17,10 +17,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 BASE, PROJECT, FOREIGN_TOPIC, SHOTS = sys.argv[1:5]
@@ -31,6 +34,20 @@ XSS_META = "<script>alert('xss-meta')</script>"
 XSS_IMG = "<img src=x onerror=\"alert('xss-img')\">"
 XSS_BODY = "<script>alert('xss-body')</script>"
 
+
+
+def gone(element):
+    """True once the page that held `element` was replaced.
+
+    Chromium answers a node of a document being torn down either with a stale
+    element error or, mid-navigation, with an inspector error ("Node with given
+    id does not belong to the document"); both mean the old page is gone.
+    """
+    try:
+        element.is_enabled()
+        return False
+    except WebDriverException:
+        return True
 
 class Receiver(BaseHTTPRequestHandler):
     """A webhook receiver: records every POST body, answers the current status."""
@@ -140,7 +157,7 @@ class Console:
         """Clicks and waits until the browser has loaded the next page."""
         old = self.d.find_element(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(self.d, 15).until(EC.staleness_of(old))
+        WebDriverWait(self.d, 15).until(lambda d: gone(old))
         WebDriverWait(self.d, 15).until(
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
