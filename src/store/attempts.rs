@@ -5,8 +5,9 @@
 //!
 //! Listing reads only the subscription's subject, newest first: JetStream has no reverse
 //! subject walk, so it reads forward through windows of the stream that end where the
-//! previous page ended, each window an ordered consumer filtered on the subject and sized
-//! from the subject's share of the stream, doubling until the page is full.
+//! previous page ended, each sized from the subject's share of the stream and doubling
+//! until the page is full. A window of one subject is a batched direct get (no consumer,
+//! answered from the stream's per-subject index); of several, an ordered consumer.
 
 use std::{ops::ControlFlow, time::Duration};
 
@@ -23,6 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    direct::{self, Range},
     errors::classify,
     names::{attempt_subject, health_key, ATTEMPTS_STREAM, ATTEMPTS_SUBJECTS, HEALTH_BUCKET},
     scan::DeleteOnDrop,
@@ -146,6 +148,8 @@ impl Store {
                     // exceed `max_age`.
                     duplicate_window: max_age.min(Duration::from_secs(120)),
                     num_replicas: self.replicas,
+                    // Listing reads by direct get.
+                    allow_direct: true,
                     ..Default::default()
                 };
                 // Create, or apply changed limits to the existing stream.
@@ -252,11 +256,13 @@ impl Store {
         mut visit: impl FnMut(StoredAttempt) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let stream = self.attempt_stream().await?;
-        let state = stream.get_info().await.map_err(classify)?.state;
-        let mut mine = 0;
-        for subject in &subjects {
-            mine += subject_count(stream, subject).await?;
-        }
+        let counts =
+            futures::future::try_join_all(subjects.iter().map(|s| subject_count(stream, s)))
+                .await?;
+        let Some((state, _)) = counts.first() else {
+            return Ok(());
+        };
+        let mine: u64 = counts.iter().map(|(_, n)| n).sum();
         if mine == 0 || state.messages == 0 {
             return Ok(());
         }
@@ -267,7 +273,17 @@ impl Store {
         let mut window = (stride.saturating_mul(expect as u64 + 1) * 5 / 4).max(MIN_WINDOW);
         while hi > first {
             let lo = hi.saturating_sub(window).max(first);
-            let batch = read_window(stream, &subjects, lo, hi).await?;
+            let batch = match subjects.as_slice() {
+                [one] => match direct::range(&self.client, ATTEMPTS_STREAM, one, lo, hi).await? {
+                    Range::Read(raw) => raw
+                        .into_iter()
+                        .filter_map(|(seq, payload)| decode(seq, &payload))
+                        .collect(),
+                    // A stream made before direct get was allowed, not yet updated.
+                    Range::NoResponders => read_window(stream, &subjects, lo, hi).await?,
+                },
+                _ => read_window(stream, &subjects, lo, hi).await?,
+            };
             for stored in batch.into_iter().rev() {
                 if visit(stored).is_break() {
                     return Ok(());
@@ -394,17 +410,18 @@ impl Store {
     }
 }
 
-/// How many records the stream holds on `subject`.
+/// The stream's state and how many records it holds on `subject`, in one request.
 async fn subject_count(
     stream: &jetstream::stream::Stream,
     subject: &str,
-) -> Result<u64, StoreError> {
+) -> Result<(jetstream::stream::State, u64), StoreError> {
     let mut info = stream.info_with_subjects(subject).await.map_err(classify)?;
+    let state = info.info.state.clone();
     let mut total = 0;
     while let Some((_, n)) = info.try_next().await.map_err(classify)? {
         total += n as u64;
     }
-    Ok(total)
+    Ok((state, total))
 }
 
 /// The records of `subjects` with sequences in `lo..hi`, oldest first.

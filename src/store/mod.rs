@@ -5,6 +5,7 @@
 // them; everything else is reached through `Store`'s methods.
 pub(crate) mod attempts;
 pub(crate) mod dead_letters;
+mod direct;
 pub(crate) mod discovery;
 pub(crate) mod errors;
 pub(crate) mod leases;
