@@ -4,9 +4,10 @@
 //! raw pull-and-POST loop → the same receiver, same schedule.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -71,6 +72,46 @@ pub async fn collect(receiver: &mut Receiver, want: u64) -> Latencies {
     lat
 }
 
+/// Failed POSTs by cause (status or client error), so a shortfall says why.
+#[derive(Default)]
+struct Failures(Mutex<BTreeMap<String, u64>>);
+
+impl Failures {
+    fn count(&self, cause: String) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cause)
+            .or_default() += 1;
+    }
+
+    /// Prints the failures by cause; returns how many there were.
+    fn report(&self, sent: u64) -> u64 {
+        let by_cause = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = by_cause.values().sum();
+        if failed > 0 {
+            eprintln!("latency: {failed} of {sent} POSTs failed:");
+            for (cause, n) in by_cause.iter() {
+                eprintln!("latency:   {n} x {cause}");
+            }
+        }
+        failed
+    }
+}
+
+/// An error with its sources, `: `-separated (reqwest's own message hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
 /// Latencies, and how many of the messages sent were not delivered.
 async fn herald_latency(bins: &Bins, args: &Args) -> Result<(Latencies, u64)> {
     let nats = Nats::start(bins, args.sync_always).await?;
@@ -80,21 +121,20 @@ async fn herald_latency(bins: &Bins, args: &Args) -> Result<(Latencies, u64)> {
     api.create_topic("latency").await?;
     api.subscribe("latency", &receiver.url("/hook"), json!({}))
         .await?;
-    let failed = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Failures::default());
     let sent = open_loop(args.rate, args.seconds, |t| {
-        let (api, failed) = (api.clone(), failed.clone());
+        let (api, failures) = (api.clone(), failures.clone());
         async move {
             let body = format!(r#"{{"messages":[{{"body":{{"t":{t}}}}}]}}"#);
-            if !matches!(api.post_raw("latency", body.into()).await, Ok(true)) {
-                failed.fetch_add(1, Ordering::Relaxed);
+            match api.post_raw_status("latency", body.into()).await {
+                Ok(s) if s == 201 => {}
+                Ok(s) => failures.count(format!("status {s}")),
+                Err(e) => failures.count(format!("client error: {}", error_chain(&e))),
             }
         }
     })
     .await;
-    let failed = failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        eprintln!("latency: {failed} of {sent} POSTs failed");
-    }
+    let failed = failures.report(sent);
     let lat = collect(&mut receiver, sent - failed).await;
     let missing = sent - lat.len() as u64;
     Ok((lat, missing))
