@@ -3,11 +3,9 @@
 //! `Nats-TTL` (per-message TTL) and `Herald-Not-Before` (delay). A batch is published first
 //! and its acks awaited together, so batches and concurrent requests pipeline.
 
-use async_nats::{header, HeaderMap};
+use async_nats::{header, HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use std::future::IntoFuture;
-
-use futures::future::try_join_all;
 
 use super::{errors::classify, names::topic_subject, Store, StoreError};
 use crate::domain::{
@@ -21,6 +19,11 @@ pub const HEADER_ID: &str = "Herald-Id";
 pub const HEADER_NOT_BEFORE: &str = "Herald-Not-Before";
 /// JetStream's per-message TTL header.
 pub const HEADER_TTL: &str = "Nats-TTL";
+
+/// The header names as built once (a name from a `&str` is copied at every insert).
+const HEADER_ID_NAME: HeaderName = HeaderName::from_static(HEADER_ID);
+const HEADER_TTL_NAME: HeaderName = HeaderName::from_static(HEADER_TTL);
+const HEADER_NOT_BEFORE_NAME: HeaderName = HeaderName::from_static(HEADER_NOT_BEFORE);
 
 /// A message ready to publish.
 #[derive(Debug, Clone)]
@@ -46,10 +49,10 @@ impl OutgoingMessage {
         if self.idempotent {
             h.insert(header::NATS_MESSAGE_ID, self.id.as_str());
         }
-        h.insert(HEADER_ID, self.id.as_str());
-        h.insert(HEADER_TTL, format!("{}s", self.ttl_secs).as_str());
+        h.insert(HEADER_ID_NAME, self.id.as_str());
+        h.insert(HEADER_TTL_NAME, format!("{}s", self.ttl_secs));
         if let Some(nb) = self.not_before_ms {
-            h.insert(HEADER_NOT_BEFORE, nb.to_string().as_str());
+            h.insert(HEADER_NOT_BEFORE_NAME, HeaderValue::from(nb));
         }
         for (name, value) in &self.attributes.0 {
             h.insert(
@@ -82,7 +85,11 @@ impl Store {
                 .map_err(classify)?;
             acks.push(ack.into_future());
         }
-        try_join_all(acks).await.map_err(classify)?;
+        // In order, each polled when its own ack arrives (`try_join_all` polled every
+        // pending ack at each wake-up).
+        for ack in acks {
+            ack.await.map_err(classify)?;
+        }
         Ok(())
     }
 }
