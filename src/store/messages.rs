@@ -31,8 +31,8 @@ pub struct OutgoingMessage {
     pub id: String,
     /// The id derives from the caller's `Idempotency-Key`: it is also sent as `Nats-Msg-Id`,
     /// so JetStream drops a second publish of it within the duplicate window. A random id
-    /// is not: it would never match, and JetStream's duplicate tracking of every message
-    /// cost nats-server a third of its CPU per publish (`herald-bench ingest`).
+    /// is not: it would never match, and JetStream's duplicate tracking of it cost
+    /// nats-server about 5 us of CPU per message (12 -> 17 us under `herald-bench ingest`).
     pub idempotent: bool,
     /// The message body as JSON text.
     pub body: Bytes,
