@@ -99,11 +99,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 /// The messages to publish, with the topic's default ttl and delay; `id(i)` names the
-/// `i`-th.
+/// `i`-th, derived from an `Idempotency-Key` when `idempotent`.
 fn outgoing(
     list: &[Value],
     meta: &TopicMetadata,
     now_ms: i64,
+    idempotent: bool,
     id: impl Fn(usize) -> String,
 ) -> Result<Vec<OutgoingMessage>, ApiError> {
     let mut out = Vec::with_capacity(list.len());
@@ -125,6 +126,7 @@ fn outgoing(
             .unwrap_or_default();
         out.push(OutgoingMessage {
             id: id(i),
+            idempotent,
             body: Bytes::from(body.to_string()),
             ttl_secs: ttl,
             not_before_ms: (delay > 0).then(|| now_ms + delay as i64 * 1000),
@@ -199,6 +201,7 @@ pub(crate) async fn publish(
         list,
         metadata,
         Utc::now().timestamp_millis(),
+        key.is_some(),
         |i| match key {
             Some(k) => derived_id(&[identity.project.as_str(), name.as_str(), k, &i.to_string()]),
             None => uuid::Uuid::new_v4().to_string(),
@@ -275,7 +278,8 @@ mod tests {
     #[test]
     fn each_message_is_checked_and_gets_the_topic_defaults() {
         let meta = TopicMetadata::default();
-        let bad = |m: Value| message(outgoing(&[m], &meta, 0, |i| i.to_string()).unwrap_err());
+        let bad =
+            |m: Value| message(outgoing(&[m], &meta, 0, false, |i| i.to_string()).unwrap_err());
         assert_eq!(bad(json!(1)), "Each message must be a JSON object.");
         assert_eq!(
             bad(json!({"ttl": 60})),
@@ -296,7 +300,7 @@ mod tests {
             json!({"body": {"a": 1}}),
             json!({"body": "x", "ttl": 120, "delay": 2}),
         ];
-        let out = outgoing(&list, &meta, 1_000, |i| format!("id{i}")).unwrap();
+        let out = outgoing(&list, &meta, 1_000, false, |i| format!("id{i}")).unwrap();
         assert_eq!(out[0].id, "id0");
         assert_eq!(out[0].ttl_secs, meta.default_message_ttl());
         assert_eq!(out[0].not_before_ms, None);

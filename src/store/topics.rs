@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use super::{
     errors::{classify, is_stream_not_found},
+    messages::HEADER_ID,
     names::{
         kv_project_filter, kv_subject_prefix, replay_subject, topic_key as key, META_PROJECT,
         META_TOPIC, TOPICS_BUCKET,
@@ -432,9 +433,12 @@ impl Store {
     ) -> Option<MessageMark> {
         match stream.get_raw_message(seq).await {
             Ok(m) => Some(MessageMark {
+                // `Nats-Msg-Id` alone: messages of native publishers, and Herald's before
+                // it sent `Nats-Msg-Id` only for an `Idempotency-Key`.
                 id: m
                     .headers
-                    .get(async_nats::header::NATS_MESSAGE_ID)
+                    .get(HEADER_ID)
+                    .or_else(|| m.headers.get(async_nats::header::NATS_MESSAGE_ID))
                     .map(|v| v.to_string()),
                 created: to_chrono(m.time),
             }),

@@ -83,6 +83,15 @@ impl HeraldApi {
 
     /// Posts a pre-serialised `{"messages": [...]}` body; true on 201.
     pub async fn post_raw(&self, topic: &str, body: bytes::Bytes) -> Result<bool> {
+        Ok(self.post_raw_status(topic, body).await? == 201)
+    }
+
+    /// Posts a pre-serialised `{"messages": [...]}` body; the status, or why there is none.
+    pub async fn post_raw_status(
+        &self,
+        topic: &str,
+        body: bytes::Bytes,
+    ) -> reqwest::Result<reqwest::StatusCode> {
         let r = self
             .identify(
                 self.http
@@ -92,7 +101,7 @@ impl HeraldApi {
             .body(body)
             .send()
             .await?;
-        Ok(r.status() == 201)
+        Ok(r.status())
     }
 }
 

@@ -19,6 +19,10 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
 
+/// The name of the bridge's runtime threads, so its CPU time can be told from the load
+/// generator's in the same process (`env::threads_cpu_time`).
+pub const THREAD_NAME: &str = "bench-bridge";
+
 #[derive(Clone)]
 struct Target {
     js: jetstream::Context,
@@ -81,6 +85,7 @@ impl Bridge {
         std::thread::spawn(move || {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.max(1))
+                .thread_name(THREAD_NAME)
                 .enable_all()
                 .build()
             {

@@ -6,6 +6,7 @@
 //! one run.
 
 use std::{
+    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -24,8 +25,8 @@ use herald_testkit::keystone;
 
 use crate::{
     api::{batch_body, HeraldApi, PROJECT},
-    bridge::Bridge,
-    env::{Bins, Herald, Nats},
+    bridge::{self, Bridge},
+    env::{cpu_time, threads_cpu_time, Bins, Herald, Nats},
     raw::RawTopic,
     receiver::Receiver,
     stats::Figure,
@@ -37,6 +38,11 @@ pub struct Args {
     pub batch: usize,
     pub size: usize,
     pub sync_always: bool,
+    /// A second Herald binary measured in the same run, phase after phase with the first
+    /// (a same-run A/B of a change).
+    pub compare: Option<PathBuf>,
+    /// How many times the bridge and Herald batch phases are repeated (medians reported).
+    pub rounds: usize,
 }
 
 /// Pauses every consumer of a Herald topic so nothing is delivered while we measure ingest.
@@ -93,6 +99,109 @@ async fn rest_load(
     acked.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// One REST load phase: throughput, and the CPU each party spent per acked message (the
+/// front end: Herald or the bridge; nats-server; the load generator). On a machine whose
+/// cores all three share, these per-message costs are what bounds the throughput.
+struct Phase {
+    rate: f64,
+    server_us: f64,
+    nats_us: f64,
+    client_us: f64,
+}
+
+impl Phase {
+    /// Runs `load` while measuring `server` (CPU so far of the front end, which runs in
+    /// this process when `in_process`), nats-server (`nats_pid`) and this whole process.
+    async fn measure(
+        nats_pid: u32,
+        server: impl Fn() -> Duration,
+        in_process: bool,
+        load: impl std::future::Future<Output = f64>,
+        duration: Duration,
+    ) -> Self {
+        let me = std::process::id();
+        let before = (server(), cpu_time(nats_pid), cpu_time(me));
+        let rate = load.await;
+        let (s, n, c) = (server(), cpu_time(nats_pid), cpu_time(me));
+        let messages = (rate * duration.as_secs_f64()).max(1.0);
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / messages;
+        let (s, n, c) = (
+            s.saturating_sub(before.0),
+            n.saturating_sub(before.1),
+            c.saturating_sub(before.2),
+        );
+        // The bridge runs inside this process: its threads are not the load generator's.
+        let client = if in_process { c.saturating_sub(s) } else { c };
+        Self {
+            rate,
+            server_us: us(s),
+            nats_us: us(n),
+            client_us: us(client),
+        }
+    }
+
+    fn print(&self, label: &str) {
+        eprintln!(
+            "ingest: {label} {:.0} msg/s; CPU per message: front end {:.1} us, nats-server {:.1} us, load generator {:.1} us",
+            self.rate, self.server_us, self.nats_us, self.client_us
+        );
+    }
+}
+
+/// The minimal bridge under the REST load, into a stream configured like a topic's.
+async fn bridge_phase(bins: &Bins, args: &Args) -> Result<Phase> {
+    let duration = Duration::from_secs(args.seconds);
+    let nats = Nats::start(bins, args.sync_always).await?;
+    let raw = RawTopic::create(&nats.url, "ingest").await?;
+    raw.durable("paused", 1000).await?;
+    let until = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    raw.stream.pause_consumer("paused", until).await?;
+    // As many runtime threads as Herald's (tokio's default: one per core).
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let bridge = Bridge::start(&nats.url, &raw.subject, threads).await?;
+    let api = HeraldApi::new(&bridge.base);
+    let body = batch_body(args.batch, args.size);
+    let load = rest_load(&api, "ingest", body, args.batch, args.connections, duration);
+    let phase = Phase::measure(
+        nats.pid(),
+        || threads_cpu_time(bridge::THREAD_NAME),
+        true,
+        load,
+        duration,
+    )
+    .await;
+    phase.print("minimal REST bridge");
+    Ok(phase)
+}
+
+/// A fresh Herald (`bins.herald`) with one paused subscription under the REST load, posting
+/// `per_post` messages per request.
+async fn herald_phase(bins: &Bins, args: &Args, per_post: usize, label: &str) -> Result<Phase> {
+    let duration = Duration::from_secs(args.seconds);
+    let nats = Nats::start(bins, args.sync_always).await?;
+    let herald = Herald::start(bins, &nats.url, &[]).await?;
+    let receiver = Receiver::start().await?;
+    let api = HeraldApi::new(&herald.base);
+    api.create_topic("ingest").await?;
+    api.subscribe("ingest", &receiver.url("/hook"), serde_json::json!({}))
+        .await?;
+    pause_consumers(&nats.url, PROJECT, "ingest").await?;
+    let body = batch_body(per_post, args.size);
+    let load = rest_load(&api, "ingest", body, per_post, args.connections, duration);
+    let phase = Phase::measure(nats.pid(), || herald.cpu_time(), false, load, duration).await;
+    phase.print(label);
+    Ok(phase)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     let duration = Duration::from_secs(args.seconds);
 
@@ -108,59 +217,89 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     };
     eprintln!("ingest: raw JetStream {raw_rate:.0} msg/s");
 
-    // Second ceiling: the minimal bridge, same stream, same load generator, same batches.
-    let bridge_rate = {
-        let nats = Nats::start(bins, args.sync_always).await?;
-        let raw = RawTopic::create(&nats.url, "ingest").await?;
-        raw.durable("paused", 1000).await?;
-        let until = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-        raw.stream.pause_consumer("paused", until).await?;
-        // As many runtime threads as Herald's (tokio's default: one per core).
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let bridge = Bridge::start(&nats.url, &raw.subject, threads).await?;
-        let api = HeraldApi::new(&bridge.base);
-        let body = batch_body(args.batch, args.size);
-        rest_load(&api, "ingest", body, args.batch, args.connections, duration).await
-    };
-    eprintln!("ingest: minimal REST bridge {bridge_rate:.0} msg/s");
-
-    let mut figures = Vec::new();
-    for (label, per_post) in [("batch", args.batch), ("single", 1)] {
-        let nats = Nats::start(bins, args.sync_always).await?;
-        let herald = Herald::start(bins, &nats.url, &[]).await?;
-        let receiver = Receiver::start().await?;
-        let api = HeraldApi::new(&herald.base);
-        api.create_topic("ingest").await?;
-        api.subscribe("ingest", &receiver.url("/hook"), serde_json::json!({}))
-            .await?;
-        pause_consumers(&nats.url, PROJECT, "ingest").await?;
-        let body = batch_body(per_post, args.size);
-        let cpu_before = herald.cpu_time();
-        let rate = rest_load(&api, "ingest", body, per_post, args.connections, duration).await;
-        let cpu = herald.cpu_time().saturating_sub(cpu_before);
-        let us_per_msg = cpu.as_secs_f64() * 1e6 / (rate * duration.as_secs_f64()).max(1.0);
-        eprintln!("ingest: REST {label} {rate:.0} msg/s, herald CPU {us_per_msg:.1} us/msg");
-        let name = format!(
-            "ingest REST {}x{} B, {} conns",
-            per_post, args.size, args.connections
-        );
-        let mut f = Figure::new(name.clone(), rate, "msg/s").vs(raw_rate);
-        if label == "batch" {
-            f = f.target("ratio >= 0.6");
-            figures.push(f);
-            figures.push(
-                Figure::new("  same, vs the minimal REST bridge", rate, "msg/s")
-                    .vs(bridge_rate)
-                    .target("ratio >= 0.9"),
-            );
-        } else {
-            figures.push(f);
+    let other = args.compare.as_ref().map(|herald| Bins {
+        herald: herald.clone(),
+        ..bins.clone()
+    });
+    // Second ceiling, the minimal bridge under the same load, and Herald's batches, phase
+    // after phase (with the compared binary's after each), `rounds` times.
+    let (mut bridge_runs, mut batch_runs, mut other_runs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds.max(1) {
+        bridge_runs.push(bridge_phase(bins, args).await?);
+        batch_runs.push(herald_phase(bins, args, args.batch, "REST batch").await?);
+        if let Some(other) = &other {
+            other_runs.push(herald_phase(other, args, args.batch, "REST batch (compared)").await?);
         }
-        figures.push(Figure::new(
-            format!("  herald CPU per message ({label})"),
-            us_per_msg,
+    }
+    let single = herald_phase(bins, args, 1, "REST single").await?;
+    let other_single = match &other {
+        Some(other) => Some(herald_phase(other, args, 1, "REST single (compared)").await?),
+        None => None,
+    };
+
+    let med = |runs: &[Phase], f: fn(&Phase) -> f64| median(runs.iter().map(f).collect());
+    let bridge_rate = med(&bridge_runs, |p| p.rate);
+    let batch_rate = med(&batch_runs, |p| p.rate);
+    let batch_name = format!(
+        "ingest REST {}x{} B, {} conns",
+        args.batch, args.size, args.connections
+    );
+    let mut figures = vec![
+        Figure::new(batch_name, batch_rate, "msg/s")
+            .vs(raw_rate)
+            .target("ratio >= 0.6"),
+        Figure::new("  same, vs the minimal REST bridge", batch_rate, "msg/s")
+            .vs(bridge_rate)
+            .target("ratio >= 0.9"),
+        Figure::new(
+            "  herald CPU per message (batch)",
+            med(&batch_runs, |p| p.server_us),
             "us/msg",
-        ));
+        ),
+        Figure::new(
+            "  nats-server CPU per message (batch)",
+            med(&batch_runs, |p| p.nats_us),
+            "us/msg",
+        ),
+    ];
+    if !other_runs.is_empty() {
+        figures.push(
+            Figure::new("  same, vs the compared herald", batch_rate, "msg/s")
+                .vs(med(&other_runs, |p| p.rate)),
+        );
+        figures.push(
+            Figure::new(
+                "  herald CPU per message (batch), vs compared",
+                med(&batch_runs, |p| p.server_us),
+                "us/msg",
+            )
+            .vs(med(&other_runs, |p| p.server_us)),
+        );
+    }
+    figures.push(
+        Figure::new(
+            format!("ingest REST 1x{} B, {} conns", args.size, args.connections),
+            single.rate,
+            "msg/s",
+        )
+        .vs(raw_rate),
+    );
+    figures.push(Figure::new(
+        "  herald CPU per message (single)",
+        single.server_us,
+        "us/msg",
+    ));
+    if let Some(o) = other_single {
+        figures
+            .push(Figure::new("  same, vs the compared herald", single.rate, "msg/s").vs(o.rate));
+        figures.push(
+            Figure::new(
+                "  herald CPU per message (single), vs compared",
+                single.server_us,
+                "us/msg",
+            )
+            .vs(o.server_us),
+        );
     }
     figures.push(
         Figure::new(
@@ -173,6 +312,16 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         )
         .vs(raw_rate),
     );
+    figures.push(Figure::new(
+        "  bridge CPU per message",
+        med(&bridge_runs, |p| p.server_us),
+        "us/msg",
+    ));
+    figures.push(Figure::new(
+        "  nats-server CPU per message (bridge)",
+        med(&bridge_runs, |p| p.nats_us),
+        "us/msg",
+    ));
     Ok(figures)
 }
 

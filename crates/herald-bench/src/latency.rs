@@ -4,21 +4,23 @@
 //! raw pull-and-POST loop → the same receiver, same schedule.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Result;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::{
     api::HeraldApi,
     env::{Bins, Herald, Nats},
     raw::{spawn_forwarder, RawTopic},
-    receiver::Receiver,
+    receiver::{now_ns, Receiver},
     stats::{Figure, Latencies},
 };
 
@@ -71,8 +73,56 @@ pub async fn collect(receiver: &mut Receiver, want: u64) -> Latencies {
     lat
 }
 
-/// Latencies, and how many of the messages sent were not delivered.
-async fn herald_latency(bins: &Bins, args: &Args) -> Result<(Latencies, u64)> {
+/// Failed POSTs by cause (status or client error), so a shortfall says why.
+#[derive(Default)]
+struct Failures(Mutex<BTreeMap<String, u64>>);
+
+impl Failures {
+    fn count(&self, cause: String) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cause)
+            .or_default() += 1;
+    }
+
+    /// Prints the failures by cause; returns how many there were.
+    fn report(&self, sent: u64) -> u64 {
+        let by_cause = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = by_cause.values().sum();
+        if failed > 0 {
+            eprintln!("latency: {failed} of {sent} POSTs failed:");
+            for (cause, n) in by_cause.iter() {
+                eprintln!("latency:   {n} x {cause}");
+            }
+        }
+        failed
+    }
+}
+
+/// An error with its sources, `: `-separated (reqwest's own message hides the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Most HTTP connections the generator opens to Herald, as a client's connection pool
+/// would: a POST waits for a free connection, and since its latency counts from its
+/// intended send time, that wait shows in the figures. Unbounded, every POST sent while the
+/// others are in flight opened a connection of its own, and on a loaded machine the
+/// generator ran out of file descriptors ("Too many open files") and those POSTs failed.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Latencies (publish→webhook, and publish→201), and how many of the messages sent were
+/// not delivered.
+async fn herald_latency(bins: &Bins, args: &Args) -> Result<(Latencies, Latencies, u64)> {
     let nats = Nats::start(bins, args.sync_always).await?;
     let herald = Herald::start(bins, &nats.url, &[]).await?;
     let mut receiver = Receiver::start().await?;
@@ -80,24 +130,37 @@ async fn herald_latency(bins: &Bins, args: &Args) -> Result<(Latencies, u64)> {
     api.create_topic("latency").await?;
     api.subscribe("latency", &receiver.url("/hook"), json!({}))
         .await?;
-    let failed = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Failures::default());
+    let acked = Arc::new(Mutex::new(Latencies::default()));
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let sent = open_loop(args.rate, args.seconds, |t| {
-        let (api, failed) = (api.clone(), failed.clone());
+        let (api, failures, acked, connections) = (
+            api.clone(),
+            failures.clone(),
+            acked.clone(),
+            connections.clone(),
+        );
         async move {
+            let Ok(_connection) = connections.acquire_owned().await else {
+                return;
+            };
             let body = format!(r#"{{"messages":[{{"body":{{"t":{t}}}}}]}}"#);
-            if !matches!(api.post_raw("latency", body.into()).await, Ok(true)) {
-                failed.fetch_add(1, Ordering::Relaxed);
+            match api.post_raw_status("latency", body.into()).await {
+                Ok(s) if s == 201 => {
+                    let ms = now_ns().saturating_sub(t) as f64 / 1e6;
+                    acked.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
+                }
+                Ok(s) => failures.count(format!("status {s}")),
+                Err(e) => failures.count(format!("client error: {}", error_chain(&e))),
             }
         }
     })
     .await;
-    let failed = failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        eprintln!("latency: {failed} of {sent} POSTs failed");
-    }
+    let failed = failures.report(sent);
     let lat = collect(&mut receiver, sent - failed).await;
     let missing = sent - lat.len() as u64;
-    Ok((lat, missing))
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok((lat, acked, missing))
 }
 
 async fn raw_latency(bins: &Bins, args: &Args) -> Result<(Latencies, u64)> {
@@ -134,7 +197,7 @@ async fn raw_latency(bins: &Bins, args: &Args) -> Result<(Latencies, u64)> {
 
 pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     let (raw, raw_missing) = raw_latency(bins, args).await?;
-    let (herald, herald_missing) = herald_latency(bins, args).await?;
+    let (herald, herald_acked, herald_missing) = herald_latency(bins, args).await?;
     let name = format!(
         "latency publish->webhook p99 @ {}/s x {}s",
         args.rate, args.seconds
@@ -152,6 +215,12 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
             .vs(raw.quantile(0.99))
             .target("p50 < 2 ms, p99 < 10 ms"),
         Figure::new("  raw baseline (same schedule)", raw.quantile(0.99), "ms").latencies(&raw),
+        Figure::new(
+            format!("  herald POST->201 p99 ({MAX_CONNECTIONS} connections at most)"),
+            herald_acked.quantile(0.99),
+            "ms",
+        )
+        .latencies(&herald_acked),
         Figure::new(
             "  herald / raw: not delivered (failed or late)",
             herald_missing as f64,

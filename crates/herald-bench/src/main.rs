@@ -47,12 +47,19 @@ struct Cli {
 
 #[derive(Subcommand, Clone)]
 enum Scenario {
-    /// REST ingest vs raw JetStream publish.
+    /// REST ingest vs raw JetStream publish and vs the minimal REST bridge.
     Ingest {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Also measure this Herald binary, each of its phases right after the same phase
+        /// of --herald-bin's (a same-run A/B).
+        #[arg(long)]
+        compare_bin: Option<PathBuf>,
+        /// Repeat the bridge and batch phases this many times and report medians.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// REST ingest with `auth_mode = keystone` (a real Keystone, cached token) vs noauth,
     /// in the same run (Keystone from .venv-keystone, as the tests start it).
@@ -191,6 +198,8 @@ fn expand(scenario: Scenario) -> Vec<Scenario> {
             Scenario::Ingest {
                 seconds: 10,
                 connections: 64,
+                compare_bin: None,
+                rounds: 1,
             },
             Scenario::Fanout {
                 subscriptions: vec![1, 10, 100],
@@ -223,7 +232,20 @@ async fn run_scenario(
         Scenario::Ingest {
             seconds,
             connections,
-        } => run_ingest(bins, seconds, connections, sync_always).await,
+            compare_bin,
+            rounds,
+        } => {
+            let args = ingest::Args {
+                seconds,
+                connections,
+                batch: 10,
+                size: 256,
+                sync_always,
+                compare: compare_bin,
+                rounds,
+            };
+            ingest::run(bins, &args).await
+        }
         Scenario::IngestKeystone {
             seconds,
             connections,
@@ -234,6 +256,8 @@ async fn run_scenario(
                 batch: 10,
                 size: 256,
                 sync_always,
+                compare: None,
+                rounds: 1,
             };
             ingest::run_keystone(bins, &args).await
         }
@@ -322,23 +346,6 @@ async fn run_scenario(
         }
         Scenario::All => unreachable!("expanded above"),
     }
-}
-
-/// Ingest with the fixed batch of 10 messages of 256 bytes each.
-async fn run_ingest(
-    bins: &env::Bins,
-    seconds: u64,
-    connections: usize,
-    sync_always: bool,
-) -> anyhow::Result<Vec<stats::Figure>> {
-    let args = ingest::Args {
-        seconds,
-        connections,
-        batch: 10,
-        size: 256,
-        sync_always,
-    };
-    ingest::run(bins, &args).await
 }
 
 /// Filter reuses the fan-out set-up: one size of `subscriptions`, `messages` deliveries,
