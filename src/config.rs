@@ -131,6 +131,11 @@ pub struct Config {
     pub delivery_timeout_ms: u64,
     /// Deliveries in flight per subscription (its consumer's `max_ack_pending`).
     pub delivery_max_in_flight: usize,
+    /// How long a pull request waits on the server before it is renewed, in seconds: an
+    /// idle subscription costs one request per this period. Longer is cheaper; a request
+    /// lost without a reconnect or leader change (which renew at once) is noticed this
+    /// long (plus 5 s) after it was sent.
+    pub pull_expires_secs: u64,
     /// Smallest subscription `ttl` accepted, in seconds (60 as in Zaqar; tests lower it).
     pub min_subscription_ttl: u64,
     /// Kannel's sendsms URL (`http://host:13013/cgi-bin/sendsms`) for `sms:` subscribers.
@@ -211,6 +216,7 @@ impl Default for Config {
             retry_delay_unit_ms: 1000,
             delivery_timeout_ms: 10_000,
             delivery_max_in_flight: 256,
+            pull_expires_secs: 120,
             min_subscription_ttl: 60,
             sms_gateway_url: None,
             sms_gateway_user: None,
@@ -398,6 +404,7 @@ impl Config {
             10_000,
         )
         .map_err(|_| invalid("delivery_max_in_flight", "must be 1..=10000"))?;
+        in_range("pull_expires_secs", self.pull_expires_secs, 1, 3600)?;
         // JetStream reads `max_consumers` as an i32, and 0 or less as "server default".
         in_range(
             "max_subscriptions_per_topic",

@@ -47,11 +47,14 @@ use crate::{
     },
 };
 
-/// Full resync period: the upper bound for noticing a missed event. It lists every
-/// consumer of every topic, so it is the one cost of discovery that grows with the number
-/// of subscriptions; events (advisories, Herald's announcements of subscription and topic
-/// changes) do the work within moments.
-pub const RESYNC_PERIOD: Duration = Duration::from_secs(60);
+/// Full resync period: the upper bound for noticing an event missed while connected (a
+/// slow-consumer drop). It lists every consumer of every topic, so it is the one cost of
+/// discovery that grows with the number of subscriptions; events (advisories, Herald's
+/// announcements of subscription and topic changes) do the work within moments, and a
+/// reconnect, when events may have been missed, resyncs at once.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(300);
+/// How often the resync loop looks for a reconnect.
+const RECONNECT_CHECK: Duration = Duration::from_secs(1);
 
 /// Outbound clients, built once per process and shared by the API (confirmations) and
 /// the workers.
@@ -197,13 +200,22 @@ impl Engine {
             puller,
         };
         let events = tokio::spawn(discovery.clone().listen(shutdown.clone()));
-        loop {
+        'resync: loop {
             if let Err(e) = discovery.resync().await {
                 tracing::debug!(error = %e, "delivery resync postponed");
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(RESYNC_PERIOD) => {}
+            // Events missed while disconnected are caught up at once after a reconnect;
+            // otherwise the resync is only a safety net and runs rarely.
+            let connects = self.deps.store.connects();
+            let due = tokio::time::Instant::now() + RESYNC_PERIOD;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'resync,
+                    _ = tokio::time::sleep(RECONNECT_CHECK) => {}
+                }
+                if self.deps.store.connects() != connects || tokio::time::Instant::now() >= due {
+                    continue 'resync;
+                }
             }
         }
         let _ = events.await;

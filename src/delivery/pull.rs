@@ -1,7 +1,7 @@
 //! The multiplexed pull engine: one task and one inbox subscription pull for every
 //! subscription this process delivers, however many there are. A subscription is a small
 //! [`Slot`] (its target, its in-flight count and its outstanding pull requests); an idle one
-//! costs one waiting pull request on the server, renewed every [`PULL_EXPIRES`], and nothing
+//! costs one waiting pull request on the server, renewed every `pull_expires_secs` (120 s), and nothing
 //! else in Herald: no task, no stream, no timer of its own.
 //!
 //! Credits: a slot never has more messages in flight plus requested than its window (
@@ -37,9 +37,6 @@ use crate::store::{
     pull::{next_subject, PullInbox, Pulled},
 };
 
-/// How long a pull request waits on the server for messages before it is renewed: the
-/// whole cost of an idle subscription is one request per this period.
-pub const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// A request neither answered nor ended this long after its expiry is taken as lost.
 const LOST_AFTER: Duration = Duration::from_secs(5);
 /// How often lost requests and expired subscriptions are looked for.
@@ -255,6 +252,7 @@ pub async fn start(
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (done, done_rx) = mpsc::unbounded_channel();
     let engine = Puller {
+        expires: Duration::from_secs(deps.config.pull_expires_secs),
         commands: commands.clone(),
         holder: Arc::from(uuid::Uuid::new_v4().to_string()),
         connects: deps.store.connects(),
@@ -273,6 +271,8 @@ pub async fn start(
 
 struct Puller {
     deps: Arc<Deps>,
+    /// How long a pull request waits on the server (`pull_expires_secs`).
+    expires: Duration,
     inbox: PullInbox,
     slots: HashMap<u64, Slot>,
     /// Consumer name → slot. Consumer names are subscription ids (UUIDs), unique across
@@ -420,7 +420,7 @@ impl Puller {
         s.window.requests.push(Request {
             id: request,
             remaining: batch,
-            lost_at: now + PULL_EXPIRES + LOST_AFTER,
+            lost_at: now + self.expires + LOST_AFTER,
         });
         tracing::trace!(slot = id, request, batch, "pull request");
         let sent = self
@@ -432,7 +432,7 @@ impl Puller {
                 id,
                 request,
                 batch,
-                PULL_EXPIRES,
+                self.expires,
             )
             .await;
         if !sent {
@@ -648,7 +648,7 @@ mod tests {
         Request {
             id,
             remaining,
-            lost_at: Instant::now() + PULL_EXPIRES,
+            lost_at: Instant::now() + Duration::from_secs(120),
         }
     }
 

@@ -431,7 +431,7 @@ async fn second_process(app: &TestApp) -> CancellationToken {
 /// (never served: the consumer is paused) until it expires, so this allows the pull engine's
 /// request lifetime.
 async fn parked(app: &TestApp, sub: &str, pending: u64) {
-    let wait = herald::delivery::pull::PULL_EXPIRES + WAIT;
+    let wait = Duration::from_secs(app.config.pull_expires_secs) + WAIT;
     eventually(wait, "no pull requests and messages waiting", || async {
         let info = consumer_info(app, "t", sub).await;
         (info.num_waiting == 0 && info.num_pending + info.num_ack_pending as u64 == pending)
@@ -444,7 +444,12 @@ async fn parked(app: &TestApp, sub: &str, pending: u64) {
 async fn a_subscription_failing_for_disable_after_is_disabled_in_every_process_tells_the_project_and_resumes_when_enabled(
 ) {
     // Arrange
-    let app = spawn_delivery_app_with(|c| c.disable_after = 2).await;
+    // A short request lifetime, so the request left waiting at the disable ends soon.
+    let app = spawn_delivery_app_with(|c| {
+        c.disable_after = 2;
+        c.pull_expires_secs = 10;
+    })
+    .await;
     let other = second_process(&app).await;
     let receiver = Receiver::start().await;
     receiver.answer(503, None, Duration::ZERO);
