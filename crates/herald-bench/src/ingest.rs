@@ -45,6 +45,21 @@ pub struct Args {
     pub rounds: usize,
 }
 
+impl Args {
+    /// The README's shape: batches of 10 × 256 B, one round, no second binary.
+    pub fn batches(seconds: u64, connections: usize, sync_always: bool) -> Self {
+        Self {
+            seconds,
+            connections,
+            batch: 10,
+            size: 256,
+            sync_always,
+            compare: None,
+            rounds: 1,
+        }
+    }
+}
+
 /// Pauses every consumer of a Herald topic so nothing is delivered while we measure ingest.
 async fn pause_consumers(nats_url: &str, project: &str, topic: &str) -> Result<()> {
     let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);

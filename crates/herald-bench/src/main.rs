@@ -236,13 +236,9 @@ async fn run_scenario(
             rounds,
         } => {
             let args = ingest::Args {
-                seconds,
-                connections,
-                batch: 10,
-                size: 256,
-                sync_always,
                 compare: compare_bin,
                 rounds,
+                ..ingest::Args::batches(seconds, connections, sync_always)
             };
             ingest::run(bins, &args).await
         }
@@ -250,15 +246,7 @@ async fn run_scenario(
             seconds,
             connections,
         } => {
-            let args = ingest::Args {
-                seconds,
-                connections,
-                batch: 10,
-                size: 256,
-                sync_always,
-                compare: None,
-                rounds: 1,
-            };
+            let args = ingest::Args::batches(seconds, connections, sync_always);
             ingest::run_keystone(bins, &args).await
         }
         Scenario::Fanout {
