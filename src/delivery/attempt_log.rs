@@ -6,6 +6,11 @@
 //! process publishes the records pipelined, keeping up to [`ACK_WINDOW`] JetStream acks
 //! outstanding; a failed publish is counted and delivery goes on.
 //!
+//! The attempt index (`store::attempt_index`): each ack carries the record's sequence; the
+//! writer keeps each subscription's newest sequences and stores those that changed once
+//! per [`FLUSH_PERIOD`], pipelined like the records. Rings idle for [`RING_IDLE`] are
+//! forgotten, so memory follows the subscriptions being delivered to, not all of them.
+//!
 //! Auto-disable: the writer also sees every outcome. The health bucket holds, per failing
 //! subscription, when its current run of failures began; every process watches it. A
 //! failure of a subscription not known to be failing records the start (create: the
@@ -19,11 +24,11 @@ use std::{
     future::IntoFuture,
     pin::Pin,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
-use futures::{stream::FuturesUnordered, Future, Stream, StreamExt};
+use futures::{stream::FuturesUnordered, Future, FutureExt, Stream, StreamExt};
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +37,7 @@ use crate::{
     config::Config,
     domain::{ProjectId, TopicName},
     store::{
+        attempt_index::Ring,
         attempts::{Attempt, AttemptOutcome},
         names::health_key,
         Store, StoreError,
@@ -42,8 +48,12 @@ use crate::{
 const QUEUE: usize = 64 * 1024;
 /// JetStream acks the writer waits for at once.
 const ACK_WINDOW: usize = 1024;
-/// How often the writer updates the health bucket and checks for subscriptions to disable.
+/// How often the writer updates the health bucket, checks for subscriptions to disable and
+/// stores the attempt index (listings look for records younger than three of these in the
+/// stream itself).
 const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+/// A subscription's ring of sequences is forgotten after this long without a record.
+const RING_IDLE: Duration = Duration::from_secs(600);
 
 /// One record on its way, with where it belongs.
 #[derive(Debug)]
@@ -76,6 +86,7 @@ impl AttemptLog {
         let writer = Writer {
             publish: config.attempt_log,
             health: Health::new(config.disable_after()),
+            index: Index::new(),
             store,
             config,
             written: metrics::counter!("herald_attempt_log_written_total"),
@@ -117,16 +128,13 @@ fn dropped_counter() -> metrics::Counter {
     metrics::counter!("herald_attempt_log_dropped_total")
 }
 
-type AckFuture = Pin<
-    Box<
-        dyn Future<
-                Output = Result<
-                    async_nats::jetstream::publish::PublishAck,
-                    async_nats::jetstream::context::PublishError,
-                >,
-            > + Send,
-    >,
+type Ack = Result<
+    async_nats::jetstream::publish::PublishAck,
+    async_nats::jetstream::context::PublishError,
 >;
+/// A record's ack, with the subscription it belongs to (`None`: an index record's).
+type AckFuture = Pin<Box<dyn Future<Output = (Option<RingKey>, Ack)> + Send>>;
+type RingKey = (ProjectId, String);
 
 struct Writer {
     store: Store,
@@ -134,6 +142,7 @@ struct Writer {
     /// `attempt_log`: off, records only feed auto-disable.
     publish: bool,
     health: Health,
+    index: Index,
     written: metrics::Counter,
     dropped: metrics::Counter,
 }
@@ -146,7 +155,7 @@ impl Writer {
         let mut watch = None;
         loop {
             tokio::select! {
-                Some(ack) = acks.next(), if !acks.is_empty() => self.count(ack.is_ok()),
+                Some((key, ack)) = acks.next(), if !acks.is_empty() => self.acked(key, ack),
                 entry = rx.recv() => match entry {
                     Some(entry) => self.write(entry, &mut acks).await,
                     None => break,
@@ -164,6 +173,7 @@ impl Writer {
                         watch = self.store.watch_failing().await.ok().map(|w| Box::pin(w) as Watch);
                     }
                     self.health.flush(&self.store, &self.config).await;
+                    self.index.flush(&self.store, &mut acks).await;
                 }
                 _ = stop.cancelled() => {
                     while let Ok(entry) = rx.try_recv() {
@@ -173,8 +183,13 @@ impl Writer {
                 }
             }
         }
-        while let Some(ack) = acks.next().await {
-            self.count(ack.is_ok());
+        // The records' acks, then the index that names them.
+        while let Some((key, ack)) = acks.next().await {
+            self.acked(key, ack);
+        }
+        self.index.flush(&self.store, &mut acks).await;
+        while let Some((key, ack)) = acks.next().await {
+            self.acked(key, ack);
         }
     }
 
@@ -184,8 +199,8 @@ impl Writer {
             return;
         }
         if acks.len() >= ACK_WINDOW {
-            if let Some(ack) = acks.next().await {
-                self.count(ack.is_ok());
+            if let Some((key, ack)) = acks.next().await {
+                self.acked(key, ack);
             }
         }
         let payload = match serde_json::to_vec(&entry.record) {
@@ -201,7 +216,10 @@ impl Writer {
             )
             .await
         {
-            Ok(ack) => acks.push(Box::pin(ack.into_future())),
+            Ok(ack) => {
+                let key = (entry.project, entry.record.subscription_id);
+                acks.push(Box::pin(ack.into_future().map(|ack| (Some(key), ack))));
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "attempt record not written");
                 self.dropped.increment(1);
@@ -209,11 +227,86 @@ impl Writer {
         }
     }
 
-    fn count(&self, ok: bool) {
-        if ok {
-            self.written.increment(1);
-        } else {
-            self.dropped.increment(1);
+    fn acked(&mut self, key: Option<RingKey>, ack: Ack) {
+        match (key, ack) {
+            (Some(key), Ok(ack)) => {
+                self.written.increment(1);
+                self.index.written(key, ack.sequence);
+            }
+            (Some(_), Err(_)) => self.dropped.increment(1),
+            (None, ack) => self.index.stored(ack.is_ok()),
+        }
+    }
+}
+
+/// The attempt index this process writes (see the module doc).
+struct Index {
+    /// This process's name in index subjects: a new one per start, so writers never
+    /// overwrite each other's rings.
+    writer: String,
+    rings: HashMap<RingKey, (Ring, Instant)>,
+    /// A ring was forgotten: a new ring may miss records this process wrote before.
+    forgot: bool,
+    failed: metrics::Counter,
+}
+
+impl Index {
+    fn new() -> Self {
+        Self {
+            writer: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            rings: HashMap::new(),
+            forgot: false,
+            failed: metrics::counter!("herald_attempt_index_failed_total"),
+        }
+    }
+
+    fn written(&mut self, key: RingKey, seq: u64) {
+        let forgot = self.forgot;
+        let (ring, touched) = self
+            .rings
+            .entry(key)
+            .or_insert_with(|| (Ring::new(!forgot), Instant::now()));
+        ring.push(seq);
+        *touched = Instant::now();
+    }
+
+    fn stored(&mut self, ok: bool) {
+        if !ok {
+            // The previous ring stays in NATS; listings fall back to walking the stream
+            // for what it lacks.
+            self.failed.increment(1);
+        }
+    }
+
+    /// Stores every ring that changed; forgets those idle for [`RING_IDLE`].
+    async fn flush(&mut self, store: &Store, acks: &mut FuturesUnordered<AckFuture>) {
+        let mut idle = false;
+        let now_ms = Utc::now().timestamp_millis();
+        for ((project, subscription), (ring, touched)) in self.rings.iter_mut() {
+            if !ring.dirty {
+                idle |= touched.elapsed() >= RING_IDLE;
+                continue;
+            }
+            match store
+                .publish_attempt_index(project, subscription, &self.writer, &ring.record(now_ms))
+                .await
+            {
+                Ok(ack) => {
+                    ring.dirty = false;
+                    acks.push(Box::pin(ack.into_future().map(|ack| (None, ack))));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "attempt index not stored yet");
+                    self.failed.increment(1);
+                    // NATS is away: try again at the next flush.
+                    break;
+                }
+            }
+        }
+        if idle {
+            self.rings
+                .retain(|_, (ring, touched)| ring.dirty || touched.elapsed() < RING_IDLE);
+            self.forgot = true;
         }
     }
 }

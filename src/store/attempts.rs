@@ -3,13 +3,20 @@
 //! `herald.attempts.{project}.{subscription}`; and the health bucket, which holds when a
 //! failing subscription's current run of failures began (auto-disable).
 //!
-//! Listing reads only the subscription's subject, newest first: JetStream has no reverse
-//! subject walk, so it reads forward through windows of the stream that end where the
-//! previous page ended, each sized from the subject's share of the stream and doubling
-//! until the page is full. A window of one subject is a batched direct get (no consumer,
-//! answered from the stream's per-subject index); of several, an ordered consumer.
+//! Listing one subscription reads its records newest first by sequence, from the attempt
+//! index (`attempt_index`) and, for the last few seconds the index may not hold yet, a
+//! direct get of the subject from that time on. Below what the index holds (deep pages,
+//! records written before it existed), and for several subscriptions at once, it walks
+//! the stream: JetStream has no reverse subject walk, so it reads forward through windows
+//! that end where the previous one began, each sized from the subjects' share of the
+//! stream and doubling until the page is full. A window of one subject is a batched
+//! direct get (no consumer); of several, an ordered consumer.
 
-use std::{ops::ControlFlow, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::ControlFlow,
+    time::Duration,
+};
 
 use async_nats::jetstream::{
     self,
@@ -24,7 +31,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    direct::{self, Range},
+    attempt_index::IndexRecord,
+    direct::{self, Read},
     errors::classify,
     names::{attempt_subject, health_key, ATTEMPTS_STREAM, ATTEMPTS_SUBJECTS, HEALTH_BUCKET},
     scan::DeleteOnDrop,
@@ -126,6 +134,19 @@ pub struct LastAttempts {
 
 /// Windows start at least this many sequences wide.
 const MIN_WINDOW: u64 = 64;
+/// A writer that stored a ring this recently may hold records it has not stored yet (it
+/// stores within a second, its flush period, of an ack; the rest is margin).
+const UNINDEXED_TAIL: chrono::Duration = chrono::Duration::seconds(3);
+
+/// What the attempt index left to walk.
+enum Indexed {
+    /// Nothing: every record asked for was visited, or `visit` stopped.
+    Done,
+    /// The records below this sequence.
+    Below(u64),
+    /// All of them: the index does not cover the subscription.
+    Unknown,
+}
 
 impl Store {
     pub(crate) async fn attempt_stream(&self) -> Result<&jetstream::stream::Stream, StoreError> {
@@ -240,11 +261,125 @@ impl Store {
         subscription: &str,
         before: Option<u64>,
         expect: usize,
-        visit: impl FnMut(StoredAttempt) -> ControlFlow<()>,
+        mut visit: impl FnMut(StoredAttempt) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
-        let subjects = vec![attempt_subject(project, subscription)];
-        self.walk_back_subjects(subjects, before, expect, visit)
+        let subject = attempt_subject(project, subscription);
+        let below = match self
+            .walk_index(project, subscription, &subject, before, expect, &mut visit)
+            .await?
+        {
+            Indexed::Done => return Ok(()),
+            Indexed::Below(seq) => Some(seq),
+            Indexed::Unknown => before,
+        };
+        self.walk_back_subjects(vec![subject], below, expect, visit)
             .await
+    }
+
+    /// Visits what the attempt index knows of the subscription's records before `before`,
+    /// newest first, and says what is left to walk.
+    async fn walk_index(
+        &self,
+        project: &ProjectId,
+        subscription: &str,
+        subject: &str,
+        before: Option<u64>,
+        expect: usize,
+        visit: &mut impl FnMut(StoredAttempt) -> ControlFlow<()>,
+    ) -> Result<Indexed, StoreError> {
+        let stream = self.attempt_stream().await?;
+        let (index, count) = tokio::join!(
+            self.read_attempt_index(project, subscription),
+            subject_count(stream, subject),
+        );
+        // The index only saves work: when any of it cannot be read, walk the stream.
+        let (Ok(Some(index)), Ok((state, count))) = (index, count) else {
+            return Ok(Indexed::Unknown);
+        };
+        if count == 0 {
+            return Ok(Indexed::Done);
+        }
+        // What no ring holds yet is newer than the newest seq of every writer still
+        // storing rings (a writer stores within a second of an ack); a writer silent for
+        // longer is idle or gone, and does not hold the search back.
+        let fresh_ms = (Utc::now() - UNINDEXED_TAIL).timestamp_millis();
+        let newest = |fresh: bool| {
+            index
+                .iter()
+                .filter(move |r| !fresh || r.stored_ms >= fresh_ms)
+                .filter_map(IndexRecord::newest)
+        };
+        let tail_from = newest(true)
+            .min()
+            .or_else(|| newest(false).max())
+            .map_or(state.first_sequence, |s| s + 1);
+        let tail = match direct::range(&self.client, ATTEMPTS_STREAM, subject, tail_from, u64::MAX)
+            .await
+        {
+            Ok(Read::Found(tail)) => tail,
+            _ => return Ok(Indexed::Unknown),
+        };
+        let first = state.first_sequence;
+        // Below `floor` some writer's ring let records go: the index is whole only above it.
+        let floor = index
+            .iter()
+            .filter(|r| !r.complete)
+            .filter_map(IndexRecord::oldest)
+            .max()
+            .unwrap_or(0)
+            .max(first);
+        let mut seqs: BTreeSet<u64> = index
+            .iter()
+            .flat_map(IndexRecord::seqs)
+            .filter(|&s| s >= floor)
+            .collect();
+        let mut fetched: BTreeMap<u64, Bytes> = BTreeMap::new();
+        for got in tail {
+            seqs.insert(got.seq);
+            fetched.insert(got.seq, got.payload);
+        }
+        if floor == first && (seqs.len() as u64) < count {
+            // Records no index names: written before it existed, or by a writer that
+            // stopped before storing its ring.
+            return Ok(Indexed::Unknown);
+        }
+        let hi = before.unwrap_or(u64::MAX);
+        let wanted: Vec<u64> = seqs.range(..hi).rev().copied().collect();
+        let mut chunk = expect.clamp(16, 256);
+        let mut at = 0;
+        while at < wanted.len() {
+            let part = &wanted[at..(at + chunk).min(wanted.len())];
+            at += part.len();
+            chunk = chunk.saturating_mul(2);
+            let missing: Vec<u64> = part
+                .iter()
+                .copied()
+                .filter(|s| !fetched.contains_key(s))
+                .collect();
+            for got in direct::by_seq(&self.client, ATTEMPTS_STREAM, &missing)
+                .await?
+                .into_iter()
+                .flatten()
+            {
+                // Only this subject's records, whatever an index record says.
+                if got.subject.as_deref() == Some(subject) {
+                    fetched.insert(got.seq, got.payload);
+                }
+            }
+            for seq in part {
+                let Some(stored) = fetched.get(seq).and_then(|p| decode(*seq, p)) else {
+                    continue;
+                };
+                if visit(stored).is_break() {
+                    return Ok(Indexed::Done);
+                }
+            }
+        }
+        Ok(if floor > first {
+            Indexed::Below(floor.min(hi))
+        } else {
+            Indexed::Done
+        })
     }
 
     /// [`Self::walk_back`] over several subscriptions' subjects at once.
@@ -275,12 +410,12 @@ impl Store {
             let lo = hi.saturating_sub(window).max(first);
             let batch = match subjects.as_slice() {
                 [one] => match direct::range(&self.client, ATTEMPTS_STREAM, one, lo, hi).await? {
-                    Range::Read(raw) => raw
+                    Read::Found(raw) => raw
                         .into_iter()
-                        .filter_map(|(seq, payload)| decode(seq, &payload))
+                        .filter_map(|got| decode(got.seq, &got.payload))
                         .collect(),
                     // A stream made before direct get was allowed, not yet updated.
-                    Range::NoResponders => read_window(stream, &subjects, lo, hi).await?,
+                    Read::NoResponders => read_window(stream, &subjects, lo, hi).await?,
                 },
                 _ => read_window(stream, &subjects, lo, hi).await?,
             };

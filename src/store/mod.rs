@@ -3,6 +3,7 @@
 
 // Only the names are public: the bench and the tests build subjects and stream names with
 // them; everything else is reached through `Store`'s methods.
+pub(crate) mod attempt_index;
 pub(crate) mod attempts;
 pub(crate) mod dead_letters;
 mod direct;
@@ -88,6 +89,7 @@ pub struct Store {
     dead_letters: Arc<OnceCell<jetstream::stream::Stream>>,
     leases: Arc<OnceCell<kv::Store>>,
     attempts: Arc<OnceCell<jetstream::stream::Stream>>,
+    attempt_index: Arc<OnceCell<jetstream::stream::Stream>>,
     health: Arc<OnceCell<kv::Store>>,
     /// `HERALD_ATTEMPTS`' limits: age and bytes.
     attempt_limits: (Duration, i64),
@@ -138,6 +140,7 @@ impl Store {
             dead_letters: Arc::new(OnceCell::new()),
             leases: Arc::new(OnceCell::new()),
             attempts: Arc::new(OnceCell::new()),
+            attempt_index: Arc::new(OnceCell::new()),
             health: Arc::new(OnceCell::new()),
             attempt_limits: (
                 config.attempt_log_max_age(),

@@ -120,6 +120,21 @@ pub fn attempt_subject(project: &ProjectId, subscription: &str) -> String {
     format!("herald.attempts.{project}.{subscription}")
 }
 
+/// Where each subscription's newest attempt records are (`store::attempt_index`).
+pub const ATTEMPT_INDEX_STREAM: &str = "HERALD_ATTEMPT_INDEX";
+/// Every attempt index record's subject (the stream's subjects).
+pub const ATTEMPT_INDEX_SUBJECTS: &str = "herald.attempt_index.>";
+
+/// The subject of one attempt writer's index of `subscription`'s records.
+pub fn attempt_index_subject(project: &ProjectId, subscription: &str, writer: &str) -> String {
+    format!("herald.attempt_index.{project}.{subscription}.{writer}")
+}
+
+/// Every writer's index of `subscription`'s records.
+pub fn attempt_index_filter(project: &ProjectId, subscription: &str) -> String {
+    format!("herald.attempt_index.{project}.{subscription}.*")
+}
+
 /// Bucket holding, per failing subscription, when its current run of failures began
 /// (auto-disable), key [`health_key`].
 pub const HEALTH_BUCKET: &str = "herald_subscription_health";

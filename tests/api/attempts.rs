@@ -575,3 +575,165 @@ async fn enabled_false_pauses_delivery_by_hand_and_bad_enabled_or_max_rate_value
         2.5
     );
 }
+
+/// Every page of the subscription, following `next` links; `(message ids, next markers)`.
+async fn all_pages(app: &TestApp, topic: &str, sub: &str, limit: usize) -> (Vec<String>, Vec<u64>) {
+    let (mut ids, mut markers) = (Vec::new(), Vec::new());
+    let mut query = format!("?limit={limit}");
+    loop {
+        let page = attempts_page(app, topic, sub, &query).await;
+        for a in page["attempts"].as_array().unwrap() {
+            ids.push(a["message_id"].as_str().unwrap().to_owned());
+        }
+        let Some(next) = page["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rel"] == "next")
+        else {
+            return (ids, markers);
+        };
+        let href = next["href"].as_str().unwrap();
+        let marker = href.split("marker=").nth(1).unwrap();
+        markers.push(marker.split('&').next().unwrap().parse().unwrap());
+        query = format!("?{}", href.split_once('?').unwrap().1);
+    }
+}
+
+/// The attempt index rings stored for the subscription, as `(complete, sequences newest
+/// first)`, one per writing process.
+async fn index_rings(app: &TestApp, sub: &str) -> Vec<(bool, Vec<u64>)> {
+    let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+    let Ok(stream) = js.get_stream("HERALD_ATTEMPT_INDEX").await else {
+        return Vec::new();
+    };
+    let filter = format!("herald.attempt_index.{}.{sub}.*", app.project);
+    let mut subjects = Vec::new();
+    {
+        let mut info = stream.info_with_subjects(&filter).await.unwrap();
+        while let Some((subject, _)) = futures::TryStreamExt::try_next(&mut info).await.unwrap() {
+            subjects.push(subject);
+        }
+    }
+    let mut rings = Vec::new();
+    for subject in subjects {
+        let msg = stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+        let mut seqs: Vec<u64> = Vec::new();
+        for d in v["d"].as_array().unwrap() {
+            let d = d.as_u64().unwrap();
+            seqs.push(seqs.last().map_or(d, |prev| prev - d));
+        }
+        rings.push((v["c"].as_bool().unwrap(), seqs));
+    }
+    rings
+}
+
+#[tokio::test]
+async fn a_busy_subscriptions_pages_are_read_through_the_attempt_index_of_every_process_and_miss_no_record(
+) {
+    // Arrange: two processes deliver a subscription's 300 messages, interleaved in the
+    // log with another subscription's; and a third subscription has records no index
+    // names (written straight into the stream, as by a Herald before the index existed).
+    let app = spawn_delivery_app().await;
+    let _other = second_process(&app).await;
+    let receiver = Receiver::start().await;
+    app.put_topic("t", None).await;
+    let busy = app
+        .subscribe("t", json!({"subscriber": format!("{}/busy", receiver.url)}))
+        .await;
+    let _noise = app
+        .subscribe(
+            "t",
+            json!({"subscriber": format!("{}/noise", receiver.url)}),
+        )
+        .await;
+    let mut posted = Vec::new();
+    for batch in 0..30 {
+        let messages: Vec<Value> = (0..10)
+            .map(|i| json!({"body": {"n": batch * 10 + i}}))
+            .collect();
+        let doc = json_with(
+            app.post_messages("t", json!({"messages": messages})).await,
+            201,
+        )
+        .await;
+        for href in doc["resources"].as_array().unwrap() {
+            posted.push(
+                href.as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    let rings = eventually(WAIT, "both processes' rings name 300 records", || async {
+        let rings = index_rings(&app, &busy).await;
+        let named: usize = rings.iter().map(|(_, s)| s.len()).sum();
+        let complete = rings.iter().all(|(c, _)| *c);
+        // A ring keeps 128: with 300 records at least one process let some go.
+        (rings.len() == 2 && (named == 300 || (!complete && named >= 128))).then_some(rings)
+    })
+    .await;
+
+    // Act
+    let (ids, markers) = all_pages(&app, "t", &busy, 100).await;
+
+    // Assert
+    assert_eq!(ids.len(), 300, "every record once");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    posted.sort();
+    assert_eq!(sorted, posted);
+    assert!(
+        markers.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {markers:?}"
+    );
+    // The first page ends where the union of the rings says the 100th newest record is.
+    let mut named: Vec<u64> = rings.iter().flat_map(|(_, s)| s.clone()).collect();
+    named.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(markers[0], named[99], "page 1 read through the index");
+
+    // Arrange: records the index does not name.
+    let legacy = app
+        .subscribe(
+            "t",
+            json!({"subscriber": format!("{}/legacy", receiver.url)}),
+        )
+        .await;
+    let js = jetstream::new(async_nats::connect(app.nats.url()).await.unwrap());
+    for n in 0..3 {
+        let record = json!({
+            "id": format!("old-{n}"), "message_id": format!("old-{n}"),
+            "subscription_id": legacy, "attempt": 1,
+            "started_at": chrono::Utc::now(), "duration_ms": 1,
+            "outcome": "delivered", "status_code": 200
+        });
+        js.publish(
+            format!("herald.attempts.{}.{legacy}", app.project),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    publish(&app, "t", 1000).await;
+
+    // Act
+    let legacy_records = wait_attempts(&app, "t", &legacy, 4).await;
+
+    // Assert
+    let ids: Vec<&str> = legacy_records
+        .iter()
+        .map(|a| a["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert_eq!(&ids[1..], ["old-2", "old-1", "old-0"], "{ids:?}");
+}
