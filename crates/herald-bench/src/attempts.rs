@@ -72,6 +72,8 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
 /// Messages per post to the measured subscription's topic during the fill: its records
 /// arrive ≈ 10 at a time, one batch per ≈ 10 filler records per filler subscription.
 const TARGET_BATCH: usize = 10;
+/// Pages read before measuring (see `page_latencies`).
+const WARM_UP: Duration = Duration::from_secs(1);
 
 /// Records `from..to` of the stream, round-robin over `filler.len() + 1` subscriptions:
 /// record k belongs to the measured one when `k % n == n - 1` (a real delivery, posted to
@@ -176,13 +178,53 @@ async fn wait_for_records(
     }
 }
 
+/// Waits until Herald's attempt index names the newest record on `subject` (a Herald
+/// without the index: returns at once). Pages read in the second after a burst of writes
+/// also walk that second of the stream; this measures a settled log.
+async fn wait_for_index(js: &async_nats::jetstream::Context, target: &str) -> Result<()> {
+    let Ok(index) = js.get_stream("HERALD_ATTEMPT_INDEX").await else {
+        return Ok(());
+    };
+    let records = js.get_stream("HERALD_ATTEMPTS").await?;
+    let newest = records
+        .get_last_raw_message_by_subject(&format!("herald.attempts.{PROJECT}.{target}"))
+        .await?
+        .sequence;
+    let filter = format!("herald.attempt_index.{PROJECT}.{target}.*");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut subjects = Vec::new();
+        {
+            let mut info = index.info_with_subjects(&filter).await?;
+            while let Some((s, _)) = info.try_next().await? {
+                subjects.push(s);
+            }
+        }
+        for s in subjects {
+            let ring: serde_json::Value =
+                serde_json::from_slice(&index.get_last_raw_message_by_subject(&s).await?.payload)?;
+            if ring["d"][0].as_u64() == Some(newest) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("Herald's attempt index did not name record {newest} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn page_latencies(api: &HeraldApi, sub: &str, samples: usize) -> Result<Latencies> {
     let url = format!(
         "{}/v2/topics/attempts/subscriptions/{sub}/attempts?limit=100",
         api.base
     );
     let mut l = Latencies::default();
-    for i in 0..samples + 5 {
+    // Pages read in the first second after the fill are not counted: they warm the
+    // connection and the server's block cache, and meet nats-server still settling the
+    // burst (every ~80 ms a page took 15-30 ms there, whichever Herald asked).
+    let warm = Instant::now() + WARM_UP;
+    while l.len() < samples {
         let t = Instant::now();
         let r = api
             .http
@@ -198,8 +240,7 @@ async fn page_latencies(api: &HeraldApi, sub: &str, samples: usize) -> Result<La
         if got != 100 {
             bail!("attempt page held {got} records, not 100");
         }
-        // The first few warm the connection and the server's block cache.
-        if i >= 5 {
+        if Instant::now() >= warm {
             l.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
@@ -241,6 +282,7 @@ async fn page_figures(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         .await
         .context("fill")?;
     wait_for_records(&js, &target_subject, own).await?;
+    wait_for_index(&js, &target).await?;
     let own_small = own;
     let mut fill_secs = t.elapsed().as_secs_f64();
     let small = page_latencies(&api, &target, args.samples).await?;
@@ -249,6 +291,7 @@ async fn page_figures(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         .await
         .context("fill")?;
     wait_for_records(&js, &target_subject, own).await?;
+    wait_for_index(&js, &target).await?;
     fill_secs += t.elapsed().as_secs_f64();
     let large = page_latencies(&api, &target, args.samples).await?;
     eprintln!(
