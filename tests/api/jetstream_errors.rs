@@ -215,10 +215,19 @@ impl Drop for LimitedNats {
 
 #[tokio::test]
 async fn an_account_stream_limit_refuses_a_topic_with_403_naming_the_limit() {
-    // Arrange: Herald's two buckets and one topic fill an account of three streams.
-    let nats = LimitedNats::start("max_streams: 3").await;
+    // Arrange: Herald's three buckets (topics, user messages, subscription health: the
+    // last made by the attempt writer's first tick) and one topic fill an account of four
+    // streams.
+    let nats = LimitedNats::start("max_streams: 4").await;
     let url = nats.url.clone();
-    let app = spawn_app_with(|c| c.nats_url = url).await;
+    let app = spawn_app_with(|c| c.nats_url = url.clone()).await;
+    let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+    eventually(
+        Duration::from_secs(10),
+        "Herald's three buckets",
+        || async { (js.query_account().await.ok()?.streams == 3).then_some(()) },
+    )
+    .await;
     assert_eq!(app.put_topic("first", None).await.status(), 201);
 
     // Act

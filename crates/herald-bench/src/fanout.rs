@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 
 use crate::{
     api::{batch_body, HeraldApi},
-    env::{Bins, Herald, Nats},
+    env::{cpu_time, Bins, Herald, Nats},
     raw::{spawn_forwarder, RawTopic},
     receiver::Receiver,
     stats::Figure,
@@ -64,9 +64,63 @@ fn bodies(shards: Option<usize>) -> Vec<bytes::Bytes> {
         .collect()
 }
 
-/// Deliveries/s and Herald's CPU µs per delivery.
-async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<(f64, f64)> {
-    herald_run_with(bins, args, n, messages, false).await
+/// CPU µs per delivery of each process of a run (what bounds throughput when the cores
+/// are saturated: deliveries/s ≈ cores ÷ the total).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub herald: f64,
+    pub nats: f64,
+    /// The bench itself: the publisher, the receiver and (raw runs) the delivery loop.
+    pub bench: f64,
+}
+
+impl Cpu {
+    fn total(&self) -> f64 {
+        self.herald + self.nats + self.bench
+    }
+}
+
+/// CPU counters of the processes of a run, read before and after it.
+struct CpuMeter {
+    nats_pid: u32,
+    herald_pid: Option<u32>,
+    at: (Duration, Duration, Duration),
+}
+
+impl CpuMeter {
+    fn start(nats_pid: u32, herald_pid: Option<u32>) -> Self {
+        let mut m = Self {
+            nats_pid,
+            herald_pid,
+            at: Default::default(),
+        };
+        m.at = m.read();
+        m
+    }
+
+    fn read(&self) -> (Duration, Duration, Duration) {
+        (
+            self.herald_pid.map_or(Duration::ZERO, cpu_time),
+            cpu_time(self.nats_pid),
+            cpu_time(std::process::id()),
+        )
+    }
+
+    fn per_delivery(&self, deliveries: u64) -> Cpu {
+        let now = self.read();
+        let us =
+            |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() * 1e6 / deliveries as f64;
+        Cpu {
+            herald: us(now.0, self.at.0),
+            nats: us(now.1, self.at.1),
+            bench: us(now.2, self.at.2),
+        }
+    }
+}
+
+/// Deliveries/s and the CPU per delivery of each process.
+async fn herald_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<(f64, Cpu)> {
+    herald_run_full(bins, args, n, messages, false, &[]).await
 }
 
 /// With `filtered`, subscription i has the policy `{"shard": ["s{i}"]}`, so each message
@@ -78,7 +132,8 @@ async fn herald_run_with(
     messages: usize,
     filtered: bool,
 ) -> Result<(f64, f64)> {
-    herald_run_full(bins, args, n, messages, filtered, &[]).await
+    let (rate, cpu) = herald_run_full(bins, args, n, messages, filtered, &[]).await?;
+    Ok((rate, cpu.herald))
 }
 
 /// [`herald_run`] with Herald started with extra environment variables.
@@ -89,7 +144,8 @@ pub async fn herald_run_env(
     messages: usize,
     env: &[(&str, String)],
 ) -> Result<(f64, f64)> {
-    herald_run_full(bins, args, n, messages, false, env).await
+    let (rate, cpu) = herald_run_full(bins, args, n, messages, false, env).await?;
+    Ok((rate, cpu.herald))
 }
 
 async fn herald_run_full(
@@ -99,7 +155,7 @@ async fn herald_run_full(
     messages: usize,
     filtered: bool,
     env: &[(&str, String)],
-) -> Result<(f64, f64)> {
+) -> Result<(f64, Cpu)> {
     let nats = Nats::start(bins, args.sync_always).await?;
     let herald = Herald::start(bins, &nats.url, env).await?;
     let receiver = Receiver::start().await?;
@@ -118,7 +174,7 @@ async fn herald_run_full(
         .await?;
     }
     let start = Instant::now();
-    let cpu_before = herald.cpu_time();
+    let meter = CpuMeter::start(nats.pid(), Some(herald.pid()));
     let bodies = Arc::new(bodies(filtered.then_some(n)));
     let posts = messages.div_ceil(10);
     let publisher = {
@@ -142,11 +198,8 @@ async fn herald_run_full(
     let want = (posts * 10 * if filtered { 1 } else { n }) as u64;
     wait_for(&receiver, want, Duration::from_secs(300)).await?;
     publisher.await?;
-    let cpu = herald.cpu_time().saturating_sub(cpu_before);
-    Ok((
-        want as f64 / start.elapsed().as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / want as f64,
-    ))
+    let rate = want as f64 / start.elapsed().as_secs_f64();
+    Ok((rate, meter.per_delivery(want)))
 }
 
 /// Publishes `count` copies of `payload` into the raw topic, message k with `headers(k)`,
@@ -181,7 +234,7 @@ async fn publish_raw(
     Ok(())
 }
 
-async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<f64> {
+async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<(f64, Cpu)> {
     let nats = Nats::start(bins, args.sync_always).await?;
     let receiver = Receiver::start().await?;
     let raw = RawTopic::create(&nats.url, "fanout").await?;
@@ -205,6 +258,7 @@ async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<
         ));
     }
     let start = Instant::now();
+    let meter = CpuMeter::start(nats.pid(), None);
     let posts = messages.div_ceil(10);
     let payload: bytes::Bytes =
         serde_json::to_vec(&serde_json::json!({"body": "x".repeat(256)}))?.into();
@@ -212,21 +266,31 @@ async fn raw_run(bins: &Bins, args: &Args, n: usize, messages: usize) -> Result<
     let want = (posts * 10 * n) as u64;
     wait_for(&receiver, want, Duration::from_secs(300)).await?;
     let rate = want as f64 / start.elapsed().as_secs_f64();
+    let cpu = meter.per_delivery(want);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
-    Ok(rate)
+    Ok((rate, cpu))
 }
 
 pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for &n in &args.subscriptions {
         let messages = (args.deliveries / n).max(100);
-        let raw = raw_run(bins, args, n, messages).await?;
-        let (herald, us) = herald_run(bins, args, n, messages).await?;
+        let (raw, raw_cpu) = raw_run(bins, args, n, messages).await?;
+        let (herald, cpu) = herald_run(bins, args, n, messages).await?;
         eprintln!(
-            "fanout x{n}: herald {herald:.0}/s raw {raw:.0}/s, herald CPU {us:.1} us/delivery"
+            "fanout x{n}: herald {herald:.0}/s raw {raw:.0}/s; CPU us/delivery: herald run \
+             {:.1} (herald {:.1}, nats-server {:.1}, bench {:.1}), raw run {:.1} (nats-server \
+             {:.1}, bench with the raw loop {:.1})",
+            cpu.total(),
+            cpu.herald,
+            cpu.nats,
+            cpu.bench,
+            raw_cpu.total(),
+            raw_cpu.nats,
+            raw_cpu.bench,
         );
         figures.push(
             Figure::new(
@@ -236,6 +300,15 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
             )
             .vs(raw)
             .target("ratio >= 0.8"),
+        );
+        figures.push(
+            Figure::new(
+                format!("CPU per delivery, all processes, 1 x {n} (Herald run vs raw run)"),
+                cpu.total(),
+                "us",
+            )
+            .vs(raw_cpu.total())
+            .target("bounds the ratio on 2 saturated cores"),
         );
     }
     Ok(figures)
