@@ -468,7 +468,9 @@ impl Puller {
                 w.in_flight += 1;
                 s.backoff = BACKOFF_MIN;
                 let (deps, target, done) = (self.deps.clone(), s.target.clone(), self.done.clone());
-                self.tracker.spawn(async move {
+                // Boxed: a delivery's future holds an HTTP request's state (kilobytes), which
+                // tokio would otherwise copy whole into the task and again when it ends.
+                self.tracker.spawn(Box::pin(async move {
                     let attributes = attributes_of(&message);
                     match &target.filter {
                         // A message the filter policy does not match is settled without an
@@ -481,7 +483,7 @@ impl Puller {
                         }
                     }
                     let _ = done.send(slot);
-                });
+                }));
             }
             Pulled::Ended {
                 slot,
