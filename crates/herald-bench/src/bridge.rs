@@ -27,6 +27,10 @@ pub const THREAD_NAME: &str = "bench-bridge";
 struct Target {
     js: jetstream::Context,
     subject: String,
+    /// Send what Herald's contract puts on every message: an id (`Herald-Id`) and its ttl
+    /// (`Nats-TTL`, a JetStream per-message timer), so the bridge pays what the contract
+    /// costs nats-server and only Herald's own code is left between them.
+    headers: bool,
 }
 
 #[derive(Deserialize)]
@@ -53,7 +57,18 @@ async fn post_messages(
     let mut acks = Vec::with_capacity(batch.messages.len());
     for m in &batch.messages {
         let payload = Bytes::copy_from_slice(m.body.get().as_bytes());
-        match target.js.publish(target.subject.clone(), payload).await {
+        let publish = if target.headers {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Herald-Id", uuid::Uuid::new_v4().to_string().as_str());
+            h.insert("Nats-TTL", "3600s");
+            target
+                .js
+                .publish_with_headers(target.subject.clone(), h, payload)
+                .await
+        } else {
+            target.js.publish(target.subject.clone(), payload).await
+        };
+        match publish {
             Ok(ack) => acks.push(ack.into_future()),
             Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
         }
@@ -76,8 +91,14 @@ pub struct Bridge {
 
 impl Bridge {
     /// Serves `POST /v2/topics/{topic}/messages` into `subject` (which a stream captures)
-    /// on a runtime of `threads` workers of its own.
-    pub async fn start(nats_url: &str, subject: &str, threads: usize) -> Result<Self> {
+    /// on a runtime of `threads` workers of its own; with `headers`, each message carries
+    /// Herald's `Herald-Id` and `Nats-TTL`.
+    pub async fn start(
+        nats_url: &str,
+        subject: &str,
+        threads: usize,
+        headers: bool,
+    ) -> Result<Self> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<SocketAddr>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (url, subject) = (nats_url.to_owned(), subject.to_owned());
@@ -111,7 +132,11 @@ impl Bridge {
                 let addr = listener.local_addr();
                 let app = Router::new()
                     .route("/v2/topics/{topic}/messages", post(post_messages))
-                    .with_state(Target { js, subject });
+                    .with_state(Target {
+                        js,
+                        subject,
+                        headers,
+                    });
                 let _ = ready_tx.send(addr.map_err(Into::into));
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {

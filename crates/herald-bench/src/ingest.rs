@@ -163,8 +163,9 @@ impl Phase {
     }
 }
 
-/// The minimal bridge under the REST load, into a stream configured like a topic's.
-async fn bridge_phase(bins: &Bins, args: &Args) -> Result<Phase> {
+/// The minimal bridge under the REST load, into a stream configured like a topic's; with
+/// `headers`, publishing Herald's two per-message headers.
+async fn bridge_phase(bins: &Bins, args: &Args, headers: bool) -> Result<Phase> {
     let duration = Duration::from_secs(args.seconds);
     let nats = Nats::start(bins, args.sync_always).await?;
     let raw = RawTopic::create(&nats.url, "ingest").await?;
@@ -173,7 +174,7 @@ async fn bridge_phase(bins: &Bins, args: &Args) -> Result<Phase> {
     raw.stream.pause_consumer("paused", until).await?;
     // As many runtime threads as Herald's (tokio's default: one per core).
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let bridge = Bridge::start(&nats.url, &raw.subject, threads).await?;
+    let bridge = Bridge::start(&nats.url, &raw.subject, threads, headers).await?;
     let api = HeraldApi::new(&bridge.base);
     let body = batch_body(args.batch, args.size);
     let load = rest_load(&api, "ingest", body, args.batch, args.connections, duration);
@@ -185,7 +186,11 @@ async fn bridge_phase(bins: &Bins, args: &Args) -> Result<Phase> {
         duration,
     )
     .await;
-    phase.print("minimal REST bridge");
+    phase.print(if headers {
+        "minimal REST bridge + Herald's headers"
+    } else {
+        "minimal REST bridge"
+    });
     Ok(phase)
 }
 
@@ -239,8 +244,10 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     // Second ceiling, the minimal bridge under the same load, and Herald's batches, phase
     // after phase (with the compared binary's after each), `rounds` times.
     let (mut bridge_runs, mut batch_runs, mut other_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut headers_runs = Vec::new();
     for _ in 0..args.rounds.max(1) {
-        bridge_runs.push(bridge_phase(bins, args).await?);
+        bridge_runs.push(bridge_phase(bins, args, false).await?);
+        headers_runs.push(bridge_phase(bins, args, true).await?);
         batch_runs.push(herald_phase(bins, args, args.batch, "REST batch").await?);
         if let Some(other) = &other {
             other_runs.push(herald_phase(other, args, args.batch, "REST batch (compared)").await?);
@@ -266,6 +273,12 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
         Figure::new("  same, vs the minimal REST bridge", batch_rate, "msg/s")
             .vs(bridge_rate)
             .target("ratio >= 0.9"),
+        Figure::new(
+            "  same, vs the bridge sending Herald-Id and Nats-TTL too",
+            batch_rate,
+            "msg/s",
+        )
+        .vs(med(&headers_runs, |p| p.rate)),
         Figure::new(
             "  herald CPU per message (batch)",
             med(&batch_runs, |p| p.server_us),
@@ -335,6 +348,16 @@ pub async fn run(bins: &Bins, args: &Args) -> Result<Vec<Figure>> {
     figures.push(Figure::new(
         "  nats-server CPU per message (bridge)",
         med(&bridge_runs, |p| p.nats_us),
+        "us/msg",
+    ));
+    figures.push(Figure::new(
+        "  bridge + headers: bridge CPU per message",
+        med(&headers_runs, |p| p.server_us),
+        "us/msg",
+    ));
+    figures.push(Figure::new(
+        "  nats-server CPU per message (bridge + headers)",
+        med(&headers_runs, |p| p.nats_us),
         "us/msg",
     ));
     Ok(figures)
