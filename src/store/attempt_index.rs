@@ -134,42 +134,28 @@ impl Ring {
 
 impl Store {
     async fn attempt_index_stream(&self) -> Result<&jetstream::stream::Stream, StoreError> {
-        if !self.is_connected() {
-            return Err(StoreError::Unavailable("not connected to NATS".into()));
-        }
-        self.attempt_index
-            .get_or_try_init(|| async {
-                let (max_age, max_bytes) = self.attempt_limits;
-                let config = jetstream::stream::Config {
-                    name: ATTEMPT_INDEX_STREAM.into(),
-                    description: Some(
-                        "Herald: where each subscription's newest attempt records are".into(),
-                    ),
-                    subjects: vec![ATTEMPT_INDEX_SUBJECTS.into()],
-                    retention: RetentionPolicy::Limits,
-                    discard: DiscardPolicy::Old,
-                    storage: StorageType::File,
-                    // Each record replaces the writer's previous one.
-                    max_messages_per_subject: 1,
-                    // An index outlives nothing it points to.
-                    max_age,
-                    // A record is ~1 KiB per active subscription and writer; an eighth of
-                    // the log's cap is room for hundreds of thousands.
-                    max_bytes: if max_bytes > 0 { max_bytes / 8 } else { -1 },
-                    num_replicas: self.replicas,
-                    allow_direct: true,
-                    ..Default::default()
-                };
-                self.js
-                    .create_or_update_stream(config)
-                    .await
-                    .map_err(classify)?;
-                self.js
-                    .get_stream(ATTEMPT_INDEX_STREAM)
-                    .await
-                    .map_err(classify)
-            })
-            .await
+        let (max_age, max_bytes) = self.attempt_limits;
+        self.ensured_stream(&self.attempt_index, || jetstream::stream::Config {
+            name: ATTEMPT_INDEX_STREAM.into(),
+            description: Some(
+                "Herald: where each subscription's newest attempt records are".into(),
+            ),
+            subjects: vec![ATTEMPT_INDEX_SUBJECTS.into()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            storage: StorageType::File,
+            // Each record replaces the writer's previous one.
+            max_messages_per_subject: 1,
+            // An index outlives nothing it points to.
+            max_age,
+            // A record is ~1 KiB per active subscription and writer; an eighth of the log's
+            // cap is room for hundreds of thousands.
+            max_bytes: if max_bytes > 0 { max_bytes / 8 } else { -1 },
+            num_replicas: self.replicas,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
     }
 
     /// Stores one writer's index of a subscription without waiting for the ack.

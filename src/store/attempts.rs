@@ -150,37 +150,25 @@ enum Indexed {
 
 impl Store {
     pub(crate) async fn attempt_stream(&self) -> Result<&jetstream::stream::Stream, StoreError> {
-        if !self.is_connected() {
-            return Err(StoreError::Unavailable("not connected to NATS".into()));
-        }
-        self.attempts
-            .get_or_try_init(|| async {
-                let (max_age, max_bytes) = self.attempt_limits;
-                let config = jetstream::stream::Config {
-                    name: ATTEMPTS_STREAM.into(),
-                    description: Some("Herald delivery attempts".into()),
-                    subjects: vec![ATTEMPTS_SUBJECTS.into()],
-                    retention: RetentionPolicy::Limits,
-                    discard: DiscardPolicy::Old,
-                    storage: StorageType::File,
-                    max_age,
-                    max_bytes,
-                    // Records are never published twice on purpose; the window must not
-                    // exceed `max_age`.
-                    duplicate_window: max_age.min(Duration::from_secs(120)),
-                    num_replicas: self.replicas,
-                    // Listing reads by direct get.
-                    allow_direct: true,
-                    ..Default::default()
-                };
-                // Create, or apply changed limits to the existing stream.
-                self.js
-                    .create_or_update_stream(config)
-                    .await
-                    .map_err(classify)?;
-                self.js.get_stream(ATTEMPTS_STREAM).await.map_err(classify)
-            })
-            .await
+        let (max_age, max_bytes) = self.attempt_limits;
+        self.ensured_stream(&self.attempts, || jetstream::stream::Config {
+            name: ATTEMPTS_STREAM.into(),
+            description: Some("Herald delivery attempts".into()),
+            subjects: vec![ATTEMPTS_SUBJECTS.into()],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            storage: StorageType::File,
+            max_age,
+            max_bytes,
+            // Records are never published twice on purpose; the window must not exceed
+            // `max_age`.
+            duplicate_window: max_age.min(Duration::from_secs(120)),
+            num_replicas: self.replicas,
+            // Listing reads by direct get.
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
     }
 
     /// Publishes one record without waiting for JetStream's ack: the caller awaits the

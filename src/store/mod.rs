@@ -213,6 +213,27 @@ impl Store {
             .await
     }
 
+    /// The stream `cell` holds, created (or its limits updated) with `config` on first use.
+    async fn ensured_stream<'a>(
+        &self,
+        cell: &'a OnceCell<jetstream::stream::Stream>,
+        config: impl FnOnce() -> jetstream::stream::Config,
+    ) -> Result<&'a jetstream::stream::Stream, StoreError> {
+        if !self.is_connected() {
+            return Err(StoreError::Unavailable("not connected to NATS".into()));
+        }
+        cell.get_or_try_init(|| async {
+            let config = config();
+            let name = config.name.clone();
+            self.js
+                .create_or_update_stream(config)
+                .await
+                .map_err(classify)?;
+            self.js.get_stream(name).await.map_err(classify)
+        })
+        .await
+    }
+
     /// Gets a bucket, creating it with `config` when missing.
     async fn kv_bucket(&self, mut config: kv::Config) -> Result<kv::Store, StoreError> {
         match self.js.get_key_value(config.bucket.clone()).await {
