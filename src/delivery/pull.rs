@@ -14,7 +14,9 @@
 //! Requests end with a status (expired, leadership change, consumer deleted, no
 //! responders). A request lost without one (a server restart, a reconnect, a new consumer
 //! leader) is asked again when the connection count changes, on the consumer's
-//! leader-elected advisory, or [`LOST_AFTER`] past its expiry at the latest.
+//! leader-elected advisory, or [`LOST_AFTER`] past its expiry at the latest; a subscription
+//! that received messages recently asks with a short expiry ([`BUSY_EXPIRES`]), so that
+//! latest is seconds, not minutes, where a stall would be seen.
 
 use std::{
     cmp::Reverse,
@@ -39,6 +41,11 @@ use crate::store::{
 
 /// A request neither answered nor ended this long after its expiry is taken as lost.
 const LOST_AFTER: Duration = Duration::from_secs(5);
+/// The expiry of the requests of a subscription that received messages within the last
+/// `pull_expires_secs`: a request lost in a fault (a consumer leader killed without an
+/// advisory reaching us) then stalls a busy subscription for this plus [`LOST_AFTER`], not
+/// for `pull_expires_secs`. Idle subscriptions keep the long expiry (idle CPU).
+const BUSY_EXPIRES: Duration = Duration::from_secs(10);
 /// How often lost requests and expired subscriptions are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 /// How long a message pulled for a subscription this process no longer delivers waits
@@ -107,6 +114,8 @@ struct Slot {
     window: Window,
     next_request: u64,
     backoff: Duration,
+    /// When the last message arrived (see [`BUSY_EXPIRES`]).
+    last_message: Option<Instant>,
     /// The task keeping this subscription's delivery lease (rate-limited ones only); it
     /// stops and releases the lease when the slot goes.
     lease_keeper: Option<tokio_util::sync::DropGuard>,
@@ -352,6 +361,7 @@ impl Puller {
                                 window: Window::new(window),
                                 next_request: 1,
                                 backoff: BACKOFF_MIN,
+                                last_message: None,
                                 lease_keeper: None,
                             },
                         );
@@ -417,10 +427,18 @@ impl Puller {
         s.window.spend(batch);
         let request = s.next_request;
         s.next_request += 1;
+        let busy = s
+            .last_message
+            .is_some_and(|at| now.duration_since(at) < self.expires);
+        let expires = if busy {
+            self.expires.min(BUSY_EXPIRES)
+        } else {
+            self.expires
+        };
         s.window.requests.push(Request {
             id: request,
             remaining: batch,
-            lost_at: now + self.expires + LOST_AFTER,
+            lost_at: now + expires + LOST_AFTER,
         });
         tracing::trace!(slot = id, request, batch, "pull request");
         let sent = self
@@ -432,7 +450,7 @@ impl Puller {
                 id,
                 request,
                 batch,
-                self.expires,
+                expires,
             )
             .await;
         if !sent {
@@ -467,6 +485,7 @@ impl Puller {
                 }
                 w.in_flight += 1;
                 s.backoff = BACKOFF_MIN;
+                s.last_message = Some(Instant::now());
                 let (deps, target, done) = (self.deps.clone(), s.target.clone(), self.done.clone());
                 // Boxed: a delivery's future holds an HTTP request's state (kilobytes), which
                 // tokio would otherwise copy whole into the task and again when it ends.
