@@ -444,14 +444,7 @@ impl Puller {
         let sent = self
             .deps
             .store
-            .request_pull(
-                &self.inbox,
-                &s.next_subject,
-                id,
-                request,
-                batch,
-                expires,
-            )
+            .request_pull(&self.inbox, &s.next_subject, id, request, batch, expires)
             .await;
         if !sent {
             s.window.end_request(request);
