@@ -41,11 +41,12 @@ use crate::store::{
 
 /// A request neither answered nor ended this long after its expiry is taken as lost.
 const LOST_AFTER: Duration = Duration::from_secs(5);
-/// The expiry of the requests of a subscription that received messages within the last
-/// `pull_expires_secs`: a request lost in a fault (a consumer leader killed without an
-/// advisory reaching us) then stalls a busy subscription for this plus [`LOST_AFTER`], not
-/// for `pull_expires_secs`. Idle subscriptions keep the long expiry (idle CPU).
+/// The expiry of the requests of a subscription that received a message within the last
+/// [`BUSY_WINDOW`]: a request lost in a fault (a consumer leader killed without an advisory
+/// reaching us) then stalls a busy subscription for this plus [`LOST_AFTER`], not for
+/// `pull_expires_secs`. The others keep the long expiry (idle CPU).
 const BUSY_EXPIRES: Duration = Duration::from_secs(10);
+const BUSY_WINDOW: Duration = Duration::from_secs(30);
 /// How often lost requests and expired subscriptions are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 /// How long a message pulled for a subscription this process no longer delivers waits
@@ -429,7 +430,7 @@ impl Puller {
         s.next_request += 1;
         let busy = s
             .last_message
-            .is_some_and(|at| now.duration_since(at) < self.expires);
+            .is_some_and(|at| now.duration_since(at) < BUSY_WINDOW);
         let expires = if busy {
             self.expires.min(BUSY_EXPIRES)
         } else {
