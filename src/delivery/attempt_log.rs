@@ -49,8 +49,8 @@ const QUEUE: usize = 64 * 1024;
 /// JetStream acks the writer waits for at once.
 const ACK_WINDOW: usize = 1024;
 /// How often the writer updates the health bucket, checks for subscriptions to disable and
-/// stores the attempt index (listings look for records younger than three of these in the
-/// stream itself).
+/// stores the attempt index (listings read the stream itself past the newest sequence of
+/// every ring stored within the last three of these).
 const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 /// A subscription's ring of sequences is forgotten after this long without a record.
 const RING_IDLE: Duration = Duration::from_secs(600);
